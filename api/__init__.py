@@ -1,0 +1,1 @@
+"""The gateway: validates requests, enqueues jobs, relays session events. No torch here."""

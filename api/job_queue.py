@@ -1,0 +1,65 @@
+"""The RQ side of the gateway: enqueue jobs, cancel queued ones, fail abandoned ones.
+
+RQ's API is synchronous, so its calls run in worker threads, off the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import redis
+from anyio import to_thread
+from redis.asyncio import Redis as AsyncRedis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from shared import keys
+from shared.jobs import JOB_FUNCTION, GenerationJob
+from shared.settings import Settings
+
+
+class JobQueue:
+    def __init__(self, settings: Settings, async_redis: AsyncRedis) -> None:
+        self._settings = settings
+        self._redis = async_redis
+        self._sync = redis.Redis.from_url(settings.redis_url)
+        self._queue = Queue(settings.queue_name, connection=self._sync, serializer=JSONSerializer)
+
+    async def enqueue(self, job: GenerationJob, job_id: str) -> None:
+        ttl = self._settings.sessions_ttl_seconds
+        enqueue = partial(
+            self._queue.enqueue, JOB_FUNCTION, job.model_dump(mode="json"), job_id=job_id,
+            job_timeout=self._settings.job_timeout_seconds, result_ttl=ttl, failure_ttl=ttl,
+            description=f"chat completion for session {job.session_id}",
+        )
+        await to_thread.run_sync(enqueue)
+
+    async def depth(self) -> int:
+        return int(await self._redis.llen(self._queue.key))
+
+    async def live_workers(self) -> int:
+        return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
+
+    def _cancel_job(self, job_id: str) -> None:
+        try:
+            Job.fetch(job_id, connection=self._sync, serializer=JSONSerializer).cancel()
+        except NoSuchJobError:
+            pass
+
+    async def cancel(self, job_id: str) -> None:
+        await to_thread.run_sync(self._cancel_job, job_id)
+
+    def _cleanup_abandoned(self) -> None:
+        StartedJobRegistry(queue=self._queue, serializer=JSONSerializer).cleanup()
+
+    async def fail_abandoned_jobs(self) -> None:
+        """Move jobs whose worker stopped renewing their lease to RQ's failed registry."""
+        await to_thread.run_sync(self._cleanup_abandoned)
+
+    def close(self) -> None:
+        self._sync.close()
+

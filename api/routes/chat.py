@@ -1,0 +1,36 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from api.deps import CallerDep, ServicesDep
+from api.protocol import ChatCompletionRequest
+from api.serving import collect, open_session, sse_events
+
+router = APIRouter()
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    http_request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id_query: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> Response:
+    session = await open_session(services, body, caller, last_event_id_header or last_event_id_query)
+    headers = {"X-Session-Id": session.session_id}
+    if body.stream:
+        return EventSourceResponse(sse_events(services, session), headers=headers)
+    completion = await collect(services, session.session_id, http_request)
+    if completion is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return JSONResponse(completion, headers=headers)

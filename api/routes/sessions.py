@@ -1,0 +1,48 @@
+"""Session status, resumable stream over GET, and cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query
+from sse_starlette import EventSourceResponse
+
+from api.deps import CallerDep, ServicesDep
+from api.protocol import SESSION_ID_PATTERN
+from api.serving import OpenedSession, find_session, resume_point, sse_events
+from shared.events import SessionStatus
+
+router = APIRouter()
+
+SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN)]
+
+
+@router.get("/v1/sessions/{session_id}")
+async def session_status(session_id: SessionIdPath, services: ServicesDep,
+                         caller: CallerDep) -> dict[str, Any]:
+    return (await find_session(services, session_id, caller)).public()
+
+
+@router.get("/v1/sessions/{session_id}/stream")
+async def session_stream(
+    session_id: SessionIdPath,
+    services: ServicesDep,
+    caller: CallerDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id_query: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> EventSourceResponse:
+    _, after = resume_point(last_event_id_header or last_event_id_query, session_id)
+    await find_session(services, session_id, caller)
+    return EventSourceResponse(sse_events(services, OpenedSession(session_id, after)),
+                               headers={"X-Session-Id": session_id})
+
+
+@router.post("/v1/cancel/{session_id}")
+async def cancel_session(session_id: SessionIdPath, services: ServicesDep,
+                         caller: CallerDep) -> dict[str, Any]:
+    info = await find_session(services, session_id, caller)
+    before = await services.store.cancel(session_id)
+    if before is SessionStatus.QUEUED:
+        await services.queue.cancel(info.job_id)
+    after = await find_session(services, session_id, caller)
+    return {**after.public(), "cancel_requested": before in (SessionStatus.QUEUED, SessionStatus.RUNNING)}

@@ -1,0 +1,121 @@
+"""Chat completion serving: open (or attach to) a session, then stream or collect it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from sse_starlette import ServerSentEvent
+
+from api.completion import CompletionBuilder
+from api.deps import Services
+from api.errors import BadRequest, GenerationFailed, NoWorker, NotFound, QueueFull
+from api.protocol import ChatCompletionRequest, to_messages, to_sampling
+from api.relay import follow
+from api.session_store import SessionInfo
+from shared.events import format_event_id, parse_event_id
+from shared.jobs import GenerationJob
+
+DONE = "[DONE]"
+# How long a follower keeps a session marked as attached after its last renewal.
+ATTACH_HOLD_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class OpenedSession:
+    session_id: str
+    after: int  # replay the events after this index; -1 replays everything
+
+
+def new_session_id() -> str:
+    return "chatcmpl-" + secrets.token_urlsafe(18)
+
+
+def resume_point(last_event_id: str | None, session_id: str | None) -> tuple[str | None, int]:
+    """The session and index a Last-Event-ID asks to resume after (-1: from the start)."""
+    if not last_event_id:
+        return session_id, -1
+    try:
+        event_session, index = parse_event_id(last_event_id)
+    except ValueError as error:
+        raise BadRequest(str(error), param="Last-Event-ID", code="invalid_last_event_id") from error
+    if session_id and event_session != session_id:
+        raise BadRequest(
+            f"Last-Event-ID names session '{event_session}' but the request names '{session_id}'.",
+            param="Last-Event-ID", code="invalid_last_event_id",
+        )
+    return event_session, index
+
+
+async def find_session(services: Services, session_id: str, owner: str) -> SessionInfo:
+    info = await services.store.get(session_id)
+    if info is None or info.owner != owner:
+        raise NotFound(f"No session '{session_id}' (it may have expired).", param="session_id")
+    return info
+
+
+async def _ensure_capacity(services: Services) -> None:
+    if await services.queue.live_workers() == 0:
+        raise NoWorker("No worker with the model loaded is available; try again shortly.",
+                       headers={"Retry-After": "5"})
+    if await services.queue.depth() >= services.settings.max_queue_depth:
+        raise QueueFull("The queue is full; try again shortly.", headers={"Retry-After": "1"})
+
+
+async def open_session(services: Services, request: ChatCompletionRequest, owner: str,
+                       last_event_id: str | None) -> OpenedSession:
+    """Attach to the request's session if it exists, otherwise start a generation."""
+    session_id, after = resume_point(last_event_id, request.session_id)
+    if session_id is not None:
+        if await services.store.get(session_id) is not None or last_event_id:
+            await find_session(services, session_id, owner)
+            return OpenedSession(session_id, after)
+    session_id = session_id or new_session_id()
+    settings = services.settings
+    job = GenerationJob(
+        session_id=session_id,
+        model=settings.model_name,
+        created=int(time.time()),
+        messages=to_messages(request),
+        sampling=to_sampling(request, settings.max_tokens, settings.temperature),
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
+    )
+    await _ensure_capacity(services)
+    job_id = uuid.uuid4().hex
+    if not await services.store.create(session_id, job_id, owner, job.model, job.created):
+        # A concurrent request with the same session id won: follow its generation.
+        await find_session(services, session_id, owner)
+        return OpenedSession(session_id, after)
+    try:
+        await services.queue.enqueue(job, job_id)
+    except Exception as error:
+        await services.store.fail(session_id, "The job could not be queued.", only_if_dead=False)
+        raise GenerationFailed("The job could not be queued.") from error
+    return OpenedSession(session_id, after)
+
+
+async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[ServerSentEvent]:
+    async for event in follow(services.redis, services.store, session.session_id, session.after,
+                              ATTACH_HOLD_SECONDS):
+        if event is not None:
+            yield ServerSentEvent(data=event.data, id=format_event_id(session.session_id, event.index))
+    yield ServerSentEvent(data=DONE)
+
+
+async def collect(services: Services, session_id: str, http_request: Request) -> dict[str, Any] | None:
+    """The whole completion, or None if the client left before it was done."""
+    builder = CompletionBuilder()
+    async for event in follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS):
+        if event is None:
+            if await http_request.is_disconnected():
+                return None
+            continue
+        builder.add(event.data)
+    info = await services.store.get(session_id)
+    model, created = (info.model, info.created) if info else (services.settings.model_name, 0)
+    return builder.build(session_id, model, created, info.usage if info else None)

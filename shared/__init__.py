@@ -1,0 +1,1 @@
+"""What the gateway and the workers must agree on: settings, Redis keys, jobs, events."""

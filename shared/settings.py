@@ -1,0 +1,63 @@
+"""Every setting of the gateway and the workers, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Real environment variables win over `.env`; names are case-insensitive."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # Gateway
+    host: str = "0.0.0.0"
+    port: int = 3000
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    max_queue_depth: int = Field(1000, ge=1)
+
+    # Model
+    model_repo_id: str = "Qwen/Qwen3-VL-2B-Thinking"
+    served_model_name: str = ""
+    hf_token: str | None = None
+    device_map: str = "auto"
+    torch_dtype: str = "auto"
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_video_frames: int = Field(16, ge=1)
+
+    # Queue, sessions and liveness
+    redis_url: str = "redis://localhost:6379/0"
+    queue_name: str = "generation"
+    job_timeout_seconds: int = Field(3600, ge=1)
+    sessions_ttl_seconds: int = Field(600, ge=1)
+    cancel_after_disconnect_seconds: float = Field(3600, ge=0)
+    worker_lease_seconds: float = Field(5.0, gt=0)
+    worker_name: str = ""
+
+    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @property
+    def model_name(self) -> str:
+        """The model id clients see in responses and `/v1/models`."""
+        return self.served_model_name or self.model_repo_id
+
+    @property
+    def heartbeat_interval_seconds(self) -> float:
+        # Several beats fit in one lease so that one late beat does not look like a death.
+        return self.worker_lease_seconds / 4
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,72 @@
+"""The RQ job function: runs one generation job inside the worker process.
+
+RQ calls ``run_generation`` by its import path (``shared.jobs.JOB_FUNCTION``). The model
+is loaded once at start by ``worker.__main__`` and installed here, never per job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.events import SessionStatus
+from shared.jobs import GenerationJob
+from shared.settings import Settings
+from worker.generation import InvalidRequest, generate
+from worker.model import LoadedModel
+from worker.presence import Presence
+from worker.session_writer import SessionScripts, SessionWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    loaded: LoadedModel
+    connection: redis.Redis
+    scripts: SessionScripts
+    presence: Presence
+    name: str
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def install(runtime: WorkerRuntime) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
+    if _runtime is None:
+        raise RuntimeError("the worker runtime is not installed; start workers with `python -m worker`")
+    runtime = _runtime
+    job = GenerationJob.model_validate(payload)
+    writer = SessionWriter(runtime.connection, runtime.scripts, runtime.settings, job)
+    status = writer.start(runtime.name)
+    if status is not SessionStatus.RUNNING:
+        # Cancelled (or otherwise ended) while queued: it must never run.
+        log.info("session %s not run: it is %s", job.session_id, status)
+        return {"status": status.value}
+    runtime.presence.hold(job.session_id)
+    try:
+        outcome = generate(runtime.loaded, job, writer)
+    except InvalidRequest as error:
+        writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
+        return {"status": SessionStatus.FAILED.value, "error": str(error)}
+    except Exception as error:
+        log.exception("generation failed for session %s", job.session_id)
+        writer.fail(f"Generation failed: {type(error).__name__}: {error}")
+        raise
+    finally:
+        runtime.presence.release(job.session_id)
+    final_events = [writer.chunks.finish(outcome.finish_reason)]
+    if job.include_usage:
+        final_events.append(writer.chunks.usage(outcome.usage))
+    writer.finish(outcome.status, outcome.finish_reason, outcome.usage, final_events)
+    return {"status": outcome.status.value, "finish_reason": outcome.finish_reason,
+            "usage": outcome.usage}

@@ -1,0 +1,72 @@
+"""Loads the model and its processor once, when the worker starts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+THINK_START = "<think>"
+THINK_END = "</think>"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    tokenizer: Any
+    generation_config: GenerationConfig
+    eos_token_ids: frozenset[int]
+    think_start_id: int
+    think_end_id: int
+    max_context_tokens: int
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.model.device)
+
+
+def _dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _eos_ids(config: GenerationConfig, tokenizer: Any) -> frozenset[int]:
+    eos = config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    source = settings.model_repo_id
+    token = settings.hf_token or None
+    log.info("loading %s (device_map=%s, dtype=%s)", source, settings.device_map, settings.torch_dtype)
+    processor = AutoProcessor.from_pretrained(source, token=token)
+    model = AutoModelForImageTextToText.from_pretrained(
+        source,
+        token=token,
+        dtype=_dtype(settings.torch_dtype),
+        device_map=settings.device_map or None,
+    )
+    model.eval()
+    tokenizer = processor.tokenizer
+    generation_config = model.generation_config
+    text_config = model.config.get_text_config()
+    return LoadedModel(
+        model=model,
+        processor=processor,
+        tokenizer=tokenizer,
+        generation_config=generation_config,
+        eos_token_ids=_eos_ids(generation_config, tokenizer),
+        think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),
+        think_end_id=tokenizer.convert_tokens_to_ids(THINK_END),
+        max_context_tokens=int(text_config.max_position_embeddings),
+    )

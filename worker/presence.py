@@ -1,0 +1,69 @@
+"""The worker's heartbeat: proof of life for the gateways, renewed from a side thread.
+
+A background thread renews the worker's entry in the live-worker set and the lease of
+every session it is generating for. The main thread may be deep inside a long prefill, so
+liveness must not depend on it; when the process dies the beats stop and the leases
+expire, which is how the gateways learn that a worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from shared import keys
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Presence(threading.Thread):
+    def __init__(self, connection: redis.Redis, settings: Settings, worker_name: str,
+                 on_beat: Callable[[], None] | None = None) -> None:
+        super().__init__(name="presence", daemon=True)
+        self._redis = connection
+        self._lease_ms = int(settings.worker_lease_seconds * 1000)
+        self._interval = settings.heartbeat_interval_seconds
+        self._name = worker_name
+        self._on_beat = on_beat
+        self._sessions: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def hold(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.add(session_id)
+
+    def release(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.discard(session_id)
+
+    def beat(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(keys.live_workers(), {self._name: time.time() + self._lease_ms / 1000})
+        for session_id in sessions:
+            # XX: a lease the session's end has deleted must stay deleted.
+            pipe.set(keys.session_lease(session_id), self._name, px=self._lease_ms, xx=True)
+        pipe.execute()
+        if self._on_beat is not None:
+            self._on_beat()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self.beat()
+            except Exception:  # a Redis hiccup must not end the heartbeat for good
+                log.exception("heartbeat failed")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        try:
+            self._redis.zrem(keys.live_workers(), self._name)
+        except redis.RedisError:
+            log.warning("could not deregister worker %s", self._name)

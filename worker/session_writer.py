@@ -1,0 +1,80 @@
+"""The worker's side of a session: its state transitions and the events it appends."""
+
+from __future__ import annotations
+
+import redis
+
+from shared import keys, session_scripts
+from shared.events import DATA_FIELD, ChunkWriter, SessionStatus, dumps, error_object
+from shared.jobs import GenerationJob
+from shared.settings import Settings
+
+
+class SessionScripts:
+    """The session scripts, registered once per Redis connection."""
+
+    def __init__(self, connection: redis.Redis) -> None:
+        self.start = connection.register_script(session_scripts.START)
+        self.finish = connection.register_script(session_scripts.FINISH)
+        self.fail = connection.register_script(session_scripts.FAIL)
+
+
+class SessionWriter:
+    """Appends one session's events; every flush is one Redis round trip.
+
+    Events of a decoding step are buffered and written together with the read of the
+    cancel flag, so checking for cancellation at every step costs no extra round trip.
+    """
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        scripts: SessionScripts,
+        settings: Settings,
+        job: GenerationJob,
+    ) -> None:
+        self._redis = connection
+        self._scripts = scripts
+        self._settings = settings
+        self.session_id = job.session_id
+        self._keys = keys.session_keys(job.session_id)
+        self._events_key = keys.session_events(job.session_id)
+        self._cancel_key = keys.session_cancel(job.session_id)
+        self.chunks = ChunkWriter(job.session_id, job.model, job.created)
+        self._pending: list[str] = []
+        self.cancel_requested = False
+
+    def start(self, worker_name: str) -> SessionStatus:
+        """Move the session from queued to running; any other answer means: do not run."""
+        lease_ms = int(self._settings.worker_lease_seconds * 1000)
+        status = self._scripts.start(keys=self._keys, args=[worker_name, lease_ms])
+        return SessionStatus(status.decode() if isinstance(status, bytes) else status)
+
+    def emit(self, payload: str) -> None:
+        self._pending.append(payload)
+
+    def flush(self) -> bool:
+        """Write the buffered events and return whether a cancel has been requested."""
+        pipe = self._redis.pipeline(transaction=False)
+        for payload in self._pending:
+            pipe.xadd(self._events_key, {DATA_FIELD: payload}, id="0-*")
+        pipe.exists(self._cancel_key)
+        self.cancel_requested = bool(pipe.execute()[-1])
+        self._pending.clear()
+        return self.cancel_requested
+
+    def finish(self, status: SessionStatus, finish_reason: str, usage: dict[str, object],
+               final_events: list[str]) -> bool:
+        """End the session with its last events; false if it had already ended."""
+        self.flush()
+        args: list[object] = [status.value, finish_reason, dumps(usage),
+                              self._settings.sessions_ttl_seconds, self.session_id]
+        return bool(self._scripts.finish(keys=self._keys, args=[*args, *final_events]))
+
+    def fail(self, message: str, error_type: str = "server_error",
+             code: str = "generation_failed", param: str | None = None) -> bool:
+        """End the session with an error event (the worker itself stays up)."""
+        self._pending.clear()
+        payload = dumps(error_object(message, error_type, code=code, param=param))
+        args = [message, self._settings.sessions_ttl_seconds, self.session_id, "0", payload]
+        return bool(self._scripts.fail(keys=self._keys, args=args))

