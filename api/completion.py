@@ -30,8 +30,9 @@ class CompletionBuilder:
             self.reasoning.append(delta.get("reasoning_content") or "")
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
 
-    def build(self, session_id: str, model: str, created: int,
-              usage: dict[str, Any] | None) -> dict[str, Any]:
+    def build(
+        self, session_id: str, model: str, created: int, usage: dict[str, Any] | None
+    ) -> dict[str, Any]:
         if self.error is not None:
             raise self.error
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
@@ -44,7 +45,8 @@ class CompletionBuilder:
             "created": created,
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": self.finish_reason}],
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish_reason}
+            ],
             "usage": usage or self.usage,
         }

@@ -5,6 +5,7 @@ RQ's API is synchronous, so its calls run in worker threads, off the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 
@@ -32,8 +33,13 @@ class JobQueue:
     async def enqueue(self, job: GenerationJob, job_id: str) -> None:
         ttl = self._settings.sessions_ttl_seconds
         enqueue = partial(
-            self._queue.enqueue, JOB_FUNCTION, job.model_dump(mode="json"), job_id=job_id,
-            job_timeout=self._settings.job_timeout_seconds, result_ttl=ttl, failure_ttl=ttl,
+            self._queue.enqueue,
+            JOB_FUNCTION,
+            job.model_dump(mode="json"),
+            job_id=job_id,
+            job_timeout=self._settings.job_timeout_seconds,
+            result_ttl=ttl,
+            failure_ttl=ttl,
             description=f"chat completion for session {job.session_id}",
         )
         await to_thread.run_sync(enqueue)
@@ -45,10 +51,8 @@ class JobQueue:
         return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
 
     def _cancel_job(self, job_id: str) -> None:
-        try:
+        with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self._sync, serializer=JSONSerializer).cancel()
-        except NoSuchJobError:
-            pass
 
     async def cancel(self, job_id: str) -> None:
         await to_thread.run_sync(self._cancel_job, job_id)
@@ -62,4 +66,3 @@ class JobQueue:
 
     def close(self) -> None:
         self._sync.close()
-

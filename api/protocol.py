@@ -15,15 +15,34 @@ SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 # Fields of OpenAI's Chat Completions this server does not honour; sending them is a 400
 # that names them rather than a silently different answer.
 UNSUPPORTED_FIELDS = (
-    "tools", "tool_choice", "functions", "function_call", "parallel_tool_calls",
-    "response_format", "logprobs", "top_logprobs", "audio", "modalities", "prediction",
-    "stop", "presence_penalty", "frequency_penalty", "logit_bias", "web_search_options",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "audio",
+    "modalities",
+    "prediction",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "web_search_options",
 )
 # Values of those fields that ask for nothing, which clients often send explicitly.
 NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
-    "logprobs": (False,), "presence_penalty": (0, 0.0), "frequency_penalty": (0, 0.0),
-    "response_format": ({"type": "text"},), "tools": ([],), "tool_choice": ("none",),
-    "modalities": (["text"],), "logit_bias": ({},), "stop": ([],),
+    "logprobs": (False,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "response_format": ({"type": "text"},),
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "modalities": (["text"],),
+    "logit_bias": ({},),
+    "stop": ([],),
 }
 
 
@@ -66,8 +85,11 @@ class ChatCompletionRequest(BaseModel):
         for name in UNSUPPORTED_FIELDS:
             value = (self.model_extra or {}).get(name)
             if value is not None and value not in NEUTRAL_VALUES.get(name, ()):
-                raise BadRequest(f"The parameter '{name}' is not supported by this server.",
-                                 param=name, code="unsupported_parameter")
+                raise BadRequest(
+                    f"The parameter '{name}' is not supported by this server.",
+                    param=name,
+                    code="unsupported_parameter",
+                )
         return self
 
 
@@ -95,8 +117,9 @@ def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
     return messages
 
 
-def to_sampling(request: ChatCompletionRequest, default_max_tokens: int,
-                default_temperature: float) -> SamplingParams:
+def to_sampling(
+    request: ChatCompletionRequest, default_max_tokens: int, default_temperature: float
+) -> SamplingParams:
     max_tokens = request.max_completion_tokens or request.max_tokens or default_max_tokens
     temperature = request.temperature if request.temperature is not None else default_temperature
     return SamplingParams(

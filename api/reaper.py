@@ -12,6 +12,7 @@ import time
 
 from redis.asyncio import Redis
 
+from api.cancellation import cancel_session
 from api.job_queue import JobQueue
 from api.session_store import SessionStore
 from shared import keys
@@ -35,7 +36,7 @@ class Reaper:
         return min(1.0, self._settings.heartbeat_interval_seconds)
 
     async def reap_once(self) -> None:
-        session_ids = sorted(await self._redis.smembers(keys.active_sessions()))
+        session_ids = sorted(map(str, await self._redis.smembers(keys.active_sessions())))
         if session_ids:
             await self._check_sessions(session_ids)
         await self._queue.fail_abandoned_jobs()
@@ -58,7 +59,7 @@ class Reaper:
                     log.warning("session %s failed: its worker died", session_id)
             elif cancel_after > 0 and not attached and now - float(last_attached or now) > cancel_after:
                 log.info("session %s cancelled: no client for %ss", session_id, cancel_after)
-                await self._store.cancel(session_id)
+                await cancel_session(self._store, self._queue, session_id)
 
     async def run(self) -> None:
         while True:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from api.session_store import SessionStore
 from shared import keys
-from shared.events import DATA_FIELD, END_FIELD, entry_id_after, error_object, dumps, index_of_entry
+from shared.events import (
+    DATA_FIELD,
+    END_FIELD,
+    SessionStatus,
+    dumps,
+    entry_id_after,
+    error_object,
+    index_of_entry,
+)
+
+# XREAD of one stream with decoded responses: [(stream, [(entry_id, fields)])].
+StreamsReply = list[tuple[str, list[tuple[str, dict[str, str]]]]]
 
 # How long one blocking read waits before the follower looks around (session expired?
 # client gone?). It bounds how late those are noticed, not how late events arrive.
@@ -25,8 +37,9 @@ class Event:
     end: bool
 
 
-async def follow(redis: Redis, store: SessionStore, session_id: str, after: int,
-                 attach_hold_seconds: float) -> AsyncIterator[Event | None]:
+async def follow(
+    redis: Redis, store: SessionStore, session_id: str, after: int, attach_hold_seconds: float
+) -> AsyncIterator[Event | None]:
     """Yield the session's events with index > ``after``, ending with its end event.
 
     Yields None whenever a blocking read times out, so that the caller can check on its
@@ -34,24 +47,42 @@ async def follow(redis: Redis, store: SessionStore, session_id: str, after: int,
     auto-cancel watches.
     """
     stream = keys.session_events(session_id)
+    meta = keys.session_meta(session_id)
     last = after
     touch_due = 0.0
+    # Once the session is known to have ended, every event is already in the stream:
+    # reads stop blocking, and an empty read means the client has seen everything
+    # (it resumed after the end event).
+    ended = await _has_ended(redis, meta)
     while True:
         now = time.monotonic()
         if now >= touch_due:
             await store.touch_attached(session_id, attach_hold_seconds)
             touch_due = now + attach_hold_seconds / 3
-        response = await redis.xread({stream: entry_id_after(last)}, count=READ_BATCH, block=BLOCK_MS)
+        block = None if ended else BLOCK_MS
+        response = await redis.xread({stream: entry_id_after(last)}, count=READ_BATCH, block=block)
         if not response:
-            if not await redis.exists(keys.session_meta(session_id)):
-                message = f"Session '{session_id}' has expired."
-                yield Event(last + 1, dumps(error_object(message, "not_found_error", "session_expired")), True)
+            if ended:
                 return
+            status = await redis.hget(meta, "status")
+            if status is None:
+                expired = error_object(
+                    f"Session '{session_id}' has expired.", "not_found_error", "session_expired"
+                )
+                yield Event(last + 1, dumps(expired), True)
+                return
+            ended = SessionStatus(str(status)).is_terminal
             yield None
             continue
-        for entry_id, fields in response[0][1]:
+        entries = cast(StreamsReply, response)[0][1]
+        for entry_id, fields in entries:
             last = index_of_entry(entry_id)
             end = END_FIELD in fields
             yield Event(last, fields[DATA_FIELD], end)
             if end:
                 return
+
+
+async def _has_ended(redis: Redis, meta_key: str) -> bool:
+    status = await redis.hget(meta_key, "status")
+    return status is not None and SessionStatus(str(status)).is_terminal

@@ -14,7 +14,7 @@ from sse_starlette import ServerSentEvent
 
 from api.completion import CompletionBuilder
 from api.deps import Services
-from api.errors import BadRequest, GenerationFailed, NoWorker, NotFound, QueueFull
+from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
 from api.relay import follow
 from api.session_store import SessionInfo
@@ -47,7 +47,8 @@ def resume_point(last_event_id: str | None, session_id: str | None) -> tuple[str
     if session_id and event_session != session_id:
         raise BadRequest(
             f"Last-Event-ID names session '{event_session}' but the request names '{session_id}'.",
-            param="Last-Event-ID", code="invalid_last_event_id",
+            param="Last-Event-ID",
+            code="invalid_last_event_id",
         )
     return event_session, index
 
@@ -61,20 +62,22 @@ async def find_session(services: Services, session_id: str, owner: str) -> Sessi
 
 async def _ensure_capacity(services: Services) -> None:
     if await services.queue.live_workers() == 0:
-        raise NoWorker("No worker with the model loaded is available; try again shortly.",
-                       headers={"Retry-After": "5"})
+        raise NoWorker(
+            "No worker with the model loaded is available; try again shortly.", headers={"Retry-After": "5"}
+        )
     if await services.queue.depth() >= services.settings.max_queue_depth:
         raise QueueFull("The queue is full; try again shortly.", headers={"Retry-After": "1"})
 
 
-async def open_session(services: Services, request: ChatCompletionRequest, owner: str,
-                       last_event_id: str | None) -> OpenedSession:
+async def open_session(
+    services: Services, request: ChatCompletionRequest, owner: str, last_event_id: str | None
+) -> OpenedSession:
     """Attach to the request's session if it exists, otherwise start a generation."""
     session_id, after = resume_point(last_event_id, request.session_id)
-    if session_id is not None:
-        if await services.store.get(session_id) is not None or last_event_id:
-            await find_session(services, session_id, owner)
-            return OpenedSession(session_id, after)
+    # A known session is attached to; a resume of an unknown one is a 404 (expired).
+    if session_id is not None and (last_event_id or await services.store.get(session_id)):
+        await find_session(services, session_id, owner)
+        return OpenedSession(session_id, after)
     session_id = session_id or new_session_id()
     settings = services.settings
     job = GenerationJob(
@@ -100,8 +103,9 @@ async def open_session(services: Services, request: ChatCompletionRequest, owner
 
 
 async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[ServerSentEvent]:
-    async for event in follow(services.redis, services.store, session.session_id, session.after,
-                              ATTACH_HOLD_SECONDS):
+    async for event in follow(
+        services.redis, services.store, session.session_id, session.after, ATTACH_HOLD_SECONDS
+    ):
         if event is not None:
             yield ServerSentEvent(data=event.data, id=format_event_id(session.session_id, event.index))
     yield ServerSentEvent(data=DONE)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared import keys, session_scripts
 from shared.events import ChunkWriter, SessionStatus, dumps, empty_usage, error_object
+from shared.session_scripts import ScriptArg
 from shared.settings import Settings
 
 
@@ -55,11 +56,10 @@ class SessionStore:
         # While a session is open its keys must outlive the longest job, then some.
         return self._settings.job_timeout_seconds + self._settings.sessions_ttl_seconds
 
-    async def create(self, session_id: str, job_id: str, owner: str, model: str,
-                     created: int) -> bool:
+    async def create(self, session_id: str, job_id: str, owner: str, model: str, created: int) -> bool:
         """Create a queued session with its role event; false if it already exists."""
         first_event = ChunkWriter(session_id, model, created).role()
-        args = [session_id, created, job_id, owner, model, self._keep_seconds, first_event]
+        args: list[ScriptArg] = [session_id, created, job_id, owner, model, self._keep_seconds, first_event]
         return bool(await self._create(keys=keys.session_keys(session_id), args=args))
 
     async def get(self, session_id: str) -> SessionInfo | None:
@@ -86,17 +86,27 @@ class SessionStore:
     async def cancel(self, session_id: str) -> SessionStatus | None:
         """Request a cancel; returns the status the session had, None if unknown."""
         chunks = ChunkWriter(session_id, self._settings.model_name, int(time.time()))
-        args = [self._keep_seconds, self._settings.sessions_ttl_seconds, session_id,
-                dumps(empty_usage()), chunks.finish("cancelled")]
+        args: list[ScriptArg] = [
+            self._keep_seconds,
+            self._settings.sessions_ttl_seconds,
+            session_id,
+            dumps(empty_usage()),
+            chunks.finish("cancelled"),
+        ]
         status = await self._cancel(keys=keys.session_keys(session_id), args=args)
         return SessionStatus(status) if status else None
 
     async def fail(self, session_id: str, message: str, only_if_dead: bool) -> bool:
         payload = dumps(error_object(message, "server_error", code="worker_lost"))
-        args = [message, self._settings.sessions_ttl_seconds, session_id,
-                "1" if only_if_dead else "0", payload]
+        args: list[ScriptArg] = [
+            message,
+            self._settings.sessions_ttl_seconds,
+            session_id,
+            "1" if only_if_dead else "0",
+            payload,
+        ]
         return bool(await self._fail(keys=keys.session_keys(session_id), args=args))
 
     async def touch_attached(self, session_id: str, hold_seconds: float) -> None:
-        args = [int(hold_seconds * 1000), int(time.time())]
+        args: list[ScriptArg] = [int(hold_seconds * 1000), int(time.time())]
         await self._touch(keys=keys.session_keys(session_id), args=args)

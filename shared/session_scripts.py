@@ -11,6 +11,9 @@ meta, events, cancel, lease, attached, active.
 
 from __future__ import annotations
 
+# What a script call accepts as ARGV items.
+ScriptArg = str | int | float
+
 # Shared by the terminal scripts: set the status, append the final events (ARGV from
 # `first`), mark the last one as the end, drop the session from the active set and let
 # everything expire `ttl` seconds from now.
@@ -60,17 +63,22 @@ return 'running'
 
 # ARGV: status (finished|cancelled), finish_reason, usage json, ttl, session_id, events...
 # Returns 1 when this call ended the session.
-FINISH = _END_SESSION + """
+FINISH = (
+    _END_SESSION
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not is_open(status) then return 0 end
 end_session(ARGV[1], {'finish_reason', ARGV[2], 'usage', ARGV[3]}, ARGV[4], ARGV[5], 6)
 return 1
 """
+)
 
 # ARGV: cancel flag seconds, ttl, session_id, usage json, events to end a queued session.
 # Raises the flag; a queued session ends at once (its job will never run), a running one
 # ends when its worker sees the flag. Returns the status before the call, or false.
-CANCEL = _END_SESSION + """
+CANCEL = (
+    _END_SESSION
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if not is_open(status) then return status end
@@ -80,11 +88,14 @@ if status == 'queued' then
 end
 return status
 """
+)
 
 # ARGV: error message, ttl, session_id, only_if_dead ('1'|'0'), error event payload.
 # With only_if_dead, fails a running session only when its worker's lease has expired.
 # Also raises the cancel flag so that a worker that was merely stalled stops.
-FAIL = _END_SESSION + """
+FAIL = (
+    _END_SESSION
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not is_open(status) then return 0 end
 if ARGV[4] == '1' and (status ~= 'running' or redis.call('EXISTS', KEYS[4]) == 1) then
@@ -94,6 +105,7 @@ redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
 end_session('failed', {'error', ARGV[1], 'finish_reason', 'error'}, ARGV[2], ARGV[3], 5)
 return 1
 """
+)
 
 # ARGV: attach marker milliseconds, now. Records that a client follows the session.
 TOUCH_ATTACHED = """

@@ -25,8 +25,7 @@ def main() -> None:
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
-    rq_worker = GpuWorker([settings.queue_name], connection=connection, name=name,
-                          serializer=JSONSerializer)
+    rq_worker = GpuWorker([settings.queue_name], connection=connection, name=name, serializer=JSONSerializer)
     presence = Presence(connection, settings, name, on_beat=rq_worker.beat)
     install(WorkerRuntime(settings, loaded, connection, SessionScripts(connection), presence, name))
     # Announce the worker only once the model is loaded: /health's modelReady relies on it.

@@ -43,8 +43,9 @@ class SessionStep(StoppingCriteria):
     cancel flag) and stops generation as soon as a cancel has been requested.
     """
 
-    def __init__(self, writer: SessionWriter, splitter: ReasoningSplitter,
-                 eos_token_ids: frozenset[int]) -> None:
+    def __init__(
+        self, writer: SessionWriter, splitter: ReasoningSplitter, eos_token_ids: frozenset[int]
+    ) -> None:
         self._writer = writer
         self._splitter = splitter
         self._eos = eos_token_ids
@@ -55,20 +56,19 @@ class SessionStep(StoppingCriteria):
         if delta:
             self._writer.emit(self._writer.chunks.delta(delta.content, delta.reasoning))
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
-                 **kwargs: Any) -> torch.BoolTensor:
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
         token = int(input_ids[0, -1])
         self.generated += 1
         self.last_token = token
         if token not in self._eos:
             self.emit(self._splitter.push(token))
         cancelled = self._writer.flush()
-        return torch.full((input_ids.shape[0],), cancelled, dtype=torch.bool,
-                          device=input_ids.device)  # type: ignore[return-value]
+        return torch.full((input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
-def sampling_kwargs(loaded: LoadedModel, sampling: SamplingParams,
-                    max_new_tokens: int) -> dict[str, Any]:
+def sampling_kwargs(loaded: LoadedModel, sampling: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
     defaults = loaded.generation_config
     temperature = sampling.temperature if sampling.temperature is not None else defaults.temperature
     do_sample = bool(temperature) and temperature > 0
@@ -102,7 +102,9 @@ def generate(loaded: LoadedModel, job: GenerationJob, writer: SessionWriter) -> 
     max_new_tokens = min(job.sampling.max_new_tokens, room)
     im_start_id = loaded.tokenizer.convert_tokens_to_ids(IM_START)
     splitter = ReasoningSplitter(
-        loaded.tokenizer, loaded.think_start_id, loaded.think_end_id,
+        loaded.tokenizer,
+        loaded.think_start_id,
+        loaded.think_end_id,
         in_reasoning=prompt_opens_reasoning(prompt_ids, loaded, im_start_id),
     )
     step = SessionStep(writer, splitter, loaded.eos_token_ids)

@@ -68,5 +68,4 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     if job.include_usage:
         final_events.append(writer.chunks.usage(outcome.usage))
     writer.finish(outcome.status, outcome.finish_reason, outcome.usage, final_events)
-    return {"status": outcome.status.value, "finish_reason": outcome.finish_reason,
-            "usage": outcome.usage}
+    return {"status": outcome.status.value, "finish_reason": outcome.finish_reason, "usage": outcome.usage}

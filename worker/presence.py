@@ -22,8 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class Presence(threading.Thread):
-    def __init__(self, connection: redis.Redis, settings: Settings, worker_name: str,
-                 on_beat: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        settings: Settings,
+        worker_name: str,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(name="presence", daemon=True)
         self._redis = connection
         self._lease_ms = int(settings.worker_lease_seconds * 1000)

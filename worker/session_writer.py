@@ -7,6 +7,7 @@ import redis
 from shared import keys, session_scripts
 from shared.events import DATA_FIELD, ChunkWriter, SessionStatus, dumps, error_object
 from shared.jobs import GenerationJob
+from shared.session_scripts import ScriptArg
 from shared.settings import Settings
 
 
@@ -63,18 +64,29 @@ class SessionWriter:
         self._pending.clear()
         return self.cancel_requested
 
-    def finish(self, status: SessionStatus, finish_reason: str, usage: dict[str, object],
-               final_events: list[str]) -> bool:
+    def finish(
+        self, status: SessionStatus, finish_reason: str, usage: dict[str, object], final_events: list[str]
+    ) -> bool:
         """End the session with its last events; false if it had already ended."""
         self.flush()
-        args: list[object] = [status.value, finish_reason, dumps(usage),
-                              self._settings.sessions_ttl_seconds, self.session_id]
+        args: list[ScriptArg] = [
+            status.value,
+            finish_reason,
+            dumps(usage),
+            self._settings.sessions_ttl_seconds,
+            self.session_id,
+        ]
         return bool(self._scripts.finish(keys=self._keys, args=[*args, *final_events]))
 
-    def fail(self, message: str, error_type: str = "server_error",
-             code: str = "generation_failed", param: str | None = None) -> bool:
+    def fail(
+        self,
+        message: str,
+        error_type: str = "server_error",
+        code: str = "generation_failed",
+        param: str | None = None,
+    ) -> bool:
         """End the session with an error event (the worker itself stays up)."""
         self._pending.clear()
         payload = dumps(error_object(message, error_type, code=code, param=param))
-        args = [message, self._settings.sessions_ttl_seconds, self.session_id, "0", payload]
+        args: list[ScriptArg] = [message, self._settings.sessions_ttl_seconds, self.session_id, "0", payload]
         return bool(self._scripts.fail(keys=self._keys, args=args))

@@ -101,8 +101,9 @@ def build_tokenizer():  # type: ignore[no-untyped-def]
     for content, special in QWEN3_VL_ADDED_TOKENS:
         token = AddedToken(content, special=special, normalized=False)
         if special:
-            tokenizer.add_special_tokens({"additional_special_tokens": [token]},
-                                         replace_extra_special_tokens=False)
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": [token]}, replace_extra_special_tokens=False
+            )
         else:
             tokenizer.add_tokens([token])
     tokenizer.eos_token = "<|im_end|>"
@@ -163,12 +164,18 @@ def build(output_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     image_processor = Qwen2VLImageProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
     video_processor = Qwen3VLVideoProcessor(
-        patch_size=16, merge_size=2, temporal_patch_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        patch_size=16,
+        merge_size=2,
+        temporal_patch_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
@@ -178,8 +185,12 @@ def build(output_dir: Path, seed: int = 0) -> Path:
     )
     model = AutoModelForImageTextToText.from_config(build_config(), dtype=torch.float32)
     model.generation_config = GenerationConfig(
-        do_sample=True, temperature=0.6, top_p=0.95, top_k=20,
-        eos_token_id=[151645, 151643], pad_token_id=151643,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.95,
+        top_k=20,
+        eos_token_id=[151645, 151643],
+        pad_token_id=151643,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)

@@ -20,14 +20,30 @@ async def health(services: ServicesDep) -> JSONResponse:
         workers = await services.queue.live_workers()
         depth = await services.queue.depth()
     except RedisError as error:
-        body = {"ok": False, "modelReady": False, "modelId": settings.model_name,
-                "error": f"Redis unavailable: {error}", "workers": 0, "queueDepth": None}
+        body = {
+            "ok": False,
+            "modelReady": False,
+            "modelId": settings.model_name,
+            "error": f"Redis unavailable: {error}",
+            "workers": 0,
+            "queueDepth": None,
+        }
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"ok": True, "modelReady": workers > 0, "modelId": settings.model_name,
-                         "error": None, "workers": workers, "queueDepth": depth})
+    return JSONResponse(
+        {
+            "ok": True,
+            "modelReady": workers > 0,
+            "modelId": settings.model_name,
+            "error": None,
+            "workers": workers,
+            "queueDepth": depth,
+        }
+    )
 
 
 @router.get("/v1/models")
 async def list_models(services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": services.settings.model_name, "object": "model",
-                                         "created": 0, "owned_by": "qwen"}]}
+    return {
+        "object": "list",
+        "data": [{"id": services.settings.model_name, "object": "model", "created": 0, "owned_by": "qwen"}],
+    }

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query
 from sse_starlette import EventSourceResponse
 
+from api.cancellation import cancel_session
 from api.deps import CallerDep, ServicesDep
 from api.protocol import SESSION_ID_PATTERN
 from api.serving import OpenedSession, find_session, resume_point, sse_events
@@ -18,8 +19,9 @@ SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN)]
 
 
 @router.get("/v1/sessions/{session_id}")
-async def session_status(session_id: SessionIdPath, services: ServicesDep,
-                         caller: CallerDep) -> dict[str, Any]:
+async def session_status(
+    session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
+) -> dict[str, Any]:
     return (await find_session(services, session_id, caller)).public()
 
 
@@ -33,16 +35,14 @@ async def session_stream(
 ) -> EventSourceResponse:
     _, after = resume_point(last_event_id_header or last_event_id_query, session_id)
     await find_session(services, session_id, caller)
-    return EventSourceResponse(sse_events(services, OpenedSession(session_id, after)),
-                               headers={"X-Session-Id": session_id})
+    return EventSourceResponse(
+        sse_events(services, OpenedSession(session_id, after)), headers={"X-Session-Id": session_id}
+    )
 
 
 @router.post("/v1/cancel/{session_id}")
-async def cancel_session(session_id: SessionIdPath, services: ServicesDep,
-                         caller: CallerDep) -> dict[str, Any]:
-    info = await find_session(services, session_id, caller)
-    before = await services.store.cancel(session_id)
-    if before is SessionStatus.QUEUED:
-        await services.queue.cancel(info.job_id)
+async def cancel(session_id: SessionIdPath, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
+    await find_session(services, session_id, caller)
+    before = await cancel_session(services.store, services.queue, session_id)
     after = await find_session(services, session_id, caller)
     return {**after.public(), "cancel_requested": before in (SessionStatus.QUEUED, SessionStatus.RUNNING)}

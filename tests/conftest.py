@@ -1,0 +1,120 @@
+"""Fixtures: a real redis-server, the tiny checkpoint, real gateway and worker processes."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import openai
+import pytest
+import redis
+from redis import Redis
+
+from tests.processes import ROOT, TINY_MODEL_DIR, Gateway, RedisServer, Worker, stack_env
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    if not (TINY_MODEL_DIR / "model.safetensors").exists():
+        subprocess.run(
+            [sys.executable, "-m", "worker.tiny_checkpoint", str(TINY_MODEL_DIR)], cwd=ROOT, check=True
+        )
+    return str(TINY_MODEL_DIR)
+
+
+@dataclass
+class Stack:
+    """Redis (one database of the shared server), gateways and workers that use it."""
+
+    redis_url: str
+    env: dict[str, str]
+    gateway: Gateway
+    workers: list[Worker] = field(default_factory=list)
+    extra_gateways: list[Gateway] = field(default_factory=list)
+
+    @property
+    def redis(self) -> Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+
+    @property
+    def rq_redis(self) -> Redis:
+        """RQ stores compressed binary job data: it needs a connection that does not decode."""
+        return redis.Redis.from_url(self.redis_url)
+
+    def client(self, gateway: Gateway | None = None, api_key: str = "unused") -> openai.OpenAI:
+        base = (gateway or self.gateway).url
+        return openai.OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+    def add_gateway(self) -> Gateway:
+        gateway = Gateway(self.env)
+        self.extra_gateways.append(gateway)
+        return gateway
+
+    def add_worker(self) -> Worker:
+        worker = Worker(self.env)
+        self.workers.append(worker)
+        worker.wait_ready(self.gateway, workers=sum(w.alive for w in self.workers))
+        return worker
+
+    def stop(self) -> None:
+        for process in [*self.workers, *self.extra_gateways, self.gateway]:
+            process.stop()
+
+
+_databases = itertools.count(1)
+
+
+def _start_stack(redis_server: RedisServer, db: int, workers: int, **overrides: str) -> Stack:
+    url = redis_server.url(db)
+    redis.Redis.from_url(url).flushdb()
+    env = stack_env(url, **overrides)
+    stack = Stack(url, env, Gateway(env))
+    try:
+        for _ in range(workers):
+            stack.add_worker()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: RedisServer, tiny_model: str) -> Iterator[Stack]:
+    """The shared stack: one gateway and one worker on database 0."""
+    shared = _start_stack(redis_server, 0, workers=1)
+    yield shared
+    shared.stop()
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def make_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFactory]:
+    """A private stack (own Redis database) for tests that kill processes or change settings."""
+    started: list[Stack] = []
+
+    def make(workers: int = 1, **overrides: str) -> Stack:
+        db = next(_databases)
+        assert db < 16, "out of Redis databases"
+        started.append(_start_stack(redis_server, db, workers, **overrides))
+        return started[-1]
+
+    yield make
+    for private in started:
+        private.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> openai.OpenAI:
+    return stack.client()

@@ -1,0 +1,117 @@
+"""Cancel while running, cancel while queued, auto-cancel after the clients left."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from tests.conftest import Stack, StackFactory
+from tests.processes import wait_until
+from tests.sse import SSEvent, iter_events
+
+HELLO = [{"role": "user", "content": "Hello"}]
+LONG = 20000  # far more tokens than a test waits for: only a cancel ends it early
+
+
+def start_stream(url: str, session_id: str, max_tokens: int = LONG) -> httpx.Response:
+    body = {"messages": HELLO, "max_tokens": max_tokens, "stream": True, "session_id": session_id}
+    client = httpx.Client(timeout=60)
+    request = client.build_request("POST", f"{url}/v1/chat/completions", json=body)
+    return client.send(request, stream=True)
+
+
+def rq_status(stack: Stack, session_id: str) -> JobStatus:
+    job_id = stack.redis.hget(f"qvl:session:{session_id}", "job_id")
+    job = Job.fetch(str(job_id), connection=stack.rq_redis, serializer=JSONSerializer)
+    status = job.get_status()
+    assert status is not None
+    return status
+
+
+def test_cancel_while_running_stops_generation(stack: Stack) -> None:
+    response = start_stream(stack.gateway.url, "cancel-running")
+    events: list[SSEvent] = []
+    cancelled_at = None
+    for event in iter_events(response):
+        events.append(event)
+        if len(events) == 10:
+            reply = httpx.post(f"{stack.gateway.url}/v1/cancel/cancel-running", timeout=10)
+            assert reply.status_code == 200
+            assert reply.json()["cancel_requested"] is True
+            cancelled_at = time.monotonic()
+    response.close()
+
+    assert cancelled_at is not None and time.monotonic() - cancelled_at < 5
+    assert events[-1].is_done
+    assert events[-2].json["choices"][0]["finish_reason"] == "cancelled"
+    session = httpx.get(f"{stack.gateway.url}/v1/sessions/cancel-running", timeout=5).json()
+    assert session["status"] == "cancelled" and session["finish_reason"] == "cancelled"
+    assert session["usage"]["completion_tokens"] < LONG
+    # Cancelling again is harmless and says nothing new was requested.
+    again = httpx.post(f"{stack.gateway.url}/v1/cancel/cancel-running", timeout=10).json()
+    assert again["status"] == "cancelled" and again["cancel_requested"] is False
+
+
+def test_cancelled_queued_job_never_runs(stack: Stack) -> None:
+    busy = start_stream(stack.gateway.url, "keeps-worker-busy")
+    busy_stream = iter_events(busy)
+    first = next(busy_stream)  # the worker holds this one
+    assert first.index == 0
+    wait_until(
+        lambda: stack.redis.hget("qvl:session:keeps-worker-busy", "status") == "running",
+        10,
+        "the first job to run",
+    )
+
+    queued = start_stream(stack.gateway.url, "cancel-queued")
+    assert httpx.get(f"{stack.gateway.url}/v1/sessions/cancel-queued", timeout=5).json()["status"] == "queued"
+    reply = httpx.post(f"{stack.gateway.url}/v1/cancel/cancel-queued", timeout=10)
+    assert reply.json()["status"] == "cancelled"
+    queued_events = list(iter_events(queued))
+    queued.close()
+
+    assert [e.index for e in queued_events[:-1]] == [0, 1]
+    assert queued_events[1].json["choices"][0]["finish_reason"] == "cancelled"
+    assert queued_events[-1].is_done
+    assert rq_status(stack, "cancel-queued") == JobStatus.CANCELED
+
+    httpx.post(f"{stack.gateway.url}/v1/cancel/keeps-worker-busy", timeout=10)
+    busy_events = list(busy_stream)
+    busy.close()
+    assert busy_events[-2].json["choices"][0]["finish_reason"] == "cancelled"
+    # The worker moved on without running the cancelled job: no event was ever added.
+    time.sleep(0.5)
+    assert stack.redis.xlen("qvl:session:cancel-queued:events") == 2
+    assert stack.redis.hget("qvl:session:cancel-queued", "worker") is None
+
+
+def test_auto_cancel_after_the_last_client_leaves(make_stack: StackFactory) -> None:
+    private = make_stack(CANCEL_AFTER_DISCONNECT_SECONDS="2")
+    response = start_stream(private.gateway.url, "auto-cancel")
+    events = []
+    for event in iter_events(response):
+        events.append(event)
+        if len(events) == 5:
+            break
+    response.close()  # the only client leaves
+
+    def cancelled() -> bool:
+        return private.redis.hget("qvl:session:auto-cancel", "status") == "cancelled"
+
+    wait_until(cancelled, 15, "auto-cancel")
+    session = httpx.get(f"{private.gateway.url}/v1/sessions/auto-cancel", timeout=5).json()
+    assert session["finish_reason"] == "cancelled"
+    assert session["usage"]["completion_tokens"] < LONG
+
+
+def test_attached_client_keeps_session_alive(make_stack: StackFactory) -> None:
+    private = make_stack(CANCEL_AFTER_DISCONNECT_SECONDS="1")
+    body = {"messages": HELLO, "max_tokens": 300, "stream": True, "session_id": "stays"}
+    with httpx.stream(
+        "POST", f"{private.gateway.url}/v1/chat/completions", json=body, timeout=60
+    ) as response:
+        events = list(iter_events(response))
+    assert events[-2].json["choices"][0]["finish_reason"] in ("length", "stop")

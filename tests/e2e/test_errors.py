@@ -1,0 +1,157 @@
+"""Bad input gets OpenAI's error object with the right status, and harms nothing else."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from tests.conftest import Stack, StackFactory
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, object] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return error
+
+
+def test_malformed_json_is_400(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.gateway.url}/v1/chat/completions",
+        content=b'{"messages": [',
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    error = assert_openai_error(response, 400)
+    assert error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
+        ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HELLO, "temperature": 3}, "temperature"),
+        ({"messages": HELLO, "top_p": 0}, "top_p"),
+        ({"messages": HELLO, "session_id": "has spaces"}, "session_id"),
+        ({"messages": HELLO, "n": 2}, "n"),
+        ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"messages": HELLO, "logprobs": True}, "logprobs"),
+        ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]"),
+    ],
+)
+def test_invalid_requests_are_400_naming_the_parameter(
+    stack: Stack, body: dict[str, object], param: str
+) -> None:
+    response = httpx.post(f"{stack.gateway.url}/v1/chat/completions", json=body, timeout=10)
+    error = assert_openai_error(response, 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+
+
+def test_unknown_fields_are_ignored(stack: Stack) -> None:
+    response = httpx.post(
+        f"{stack.gateway.url}/v1/chat/completions",
+        timeout=60,
+        json={"messages": HELLO, "max_tokens": 2, "user": "u1", "metadata": {}},
+    )
+    assert response.status_code == 200
+
+
+def test_unknown_route_and_method_use_the_error_object(stack: Stack) -> None:
+    assert_openai_error(httpx.get(f"{stack.gateway.url}/v1/nothing-here", timeout=5), 404)
+    assert_openai_error(httpx.get(f"{stack.gateway.url}/v1/chat/completions", timeout=5), 405)
+
+
+def test_openai_client_raises_bad_request(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="m", messages=HELLO, temperature=5)
+    assert raised.value.status_code == 400
+
+
+def test_a_good_request_after_bad_ones_succeeds(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="m", messages=HELLO, max_tokens=3)
+    assert completion.choices[0].finish_reason in ("length", "stop")
+
+
+def test_cors_preflight_is_allowed(stack: Stack) -> None:
+    response = httpx.options(
+        f"{stack.gateway.url}/v1/chat/completions",
+        timeout=5,
+        headers={"Origin": "https://example.com", "Access-Control-Request-Method": "POST"},
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] in ("*", "https://example.com")
+
+
+def test_api_keys_guard_sessions(make_stack: StackFactory) -> None:
+    private = make_stack(workers=0, API_KEYS="key-a,key-b")
+    url = private.gateway.url
+    assert_openai_error(httpx.get(f"{url}/v1/models", timeout=5), 401)
+    assert_openai_error(
+        httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer nope"}, timeout=5), 401
+    )
+    assert (
+        httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer key-a"}, timeout=5).status_code == 200
+    )
+    assert httpx.get(f"{url}/health", timeout=5).status_code == 200
+    # No worker in this stack: the request is refused before anything is queued.
+    refused = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"messages": HELLO},
+        headers={"Authorization": "Bearer key-a"},
+        timeout=5,
+    )
+    assert_openai_error(refused, 503)
+    assert refused.headers["retry-after"]
+
+
+def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
+    private = make_stack(API_KEYS="key-a,key-b")
+    url = private.gateway.url
+    owner = {"Authorization": "Bearer key-a"}
+    other = {"Authorization": "Bearer key-b"}
+    body = {"messages": HELLO, "max_tokens": 3, "session_id": "owned"}
+    assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=owner, timeout=60).status_code == 200
+    assert httpx.get(f"{url}/v1/sessions/owned", headers=owner, timeout=5).status_code == 200
+    assert_openai_error(httpx.get(f"{url}/v1/sessions/owned", headers=other, timeout=5), 404)
+    assert_openai_error(httpx.post(f"{url}/v1/cancel/owned", headers=other, timeout=5), 404)
+    attach = httpx.post(f"{url}/v1/chat/completions", json=body, headers=other, timeout=5)
+    assert_openai_error(attach, 404)
+
+
+def test_full_queue_is_429_with_retry_after(make_stack: StackFactory) -> None:
+    private = make_stack(MAX_QUEUE_DEPTH="1")
+    url = private.gateway.url
+    long = {"messages": HELLO, "max_tokens": 20000, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        running = http.send(
+            http.build_request(
+                "POST", f"{url}/v1/chat/completions", json={**long, "session_id": "q-running"}
+            ),
+            stream=True,
+        )
+        next(running.iter_lines())
+        waiting = http.send(
+            http.build_request(
+                "POST", f"{url}/v1/chat/completions", json={**long, "session_id": "q-waiting"}
+            ),
+            stream=True,
+        )
+        next(waiting.iter_lines())
+        refused = http.post(f"{url}/v1/chat/completions", json={"messages": HELLO})
+        assert_openai_error(refused, 429)
+        assert refused.headers["retry-after"] == "1"
+        for session_id in ("q-waiting", "q-running"):
+            http.post(f"{url}/v1/cancel/{session_id}")
+        running.close()
+        waiting.close()

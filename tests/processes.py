@@ -1,0 +1,154 @@
+"""Real processes for the tests: redis-server, gateways and workers on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
+LOG_DIR = ROOT / ".cache" / "test-logs"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Process:
+    """A child process whose output goes to a log file under .cache/test-logs."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = LOG_DIR / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """Like a crash: SIGKILL, no chance to clean up."""
+        if self.alive:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.alive:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self._log.close()
+
+
+class RedisServer(Process):
+    def __init__(self) -> None:
+        self.port = free_port()
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed; run scripts/bootstrap.sh")
+        super().__init__(
+            f"redis-{self.port}",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        )
+        wait_until(self._answers, 10, "redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "REDIS_URL": redis_url,
+        "MODEL_REPO_ID": str(TINY_MODEL_DIR),
+        "DEVICE_MAP": "cpu",
+        "TORCH_DTYPE": "float32",
+        "WORKER_LEASE_SECONDS": "2",
+        "SESSIONS_TTL_SECONDS": "600",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "API_KEYS": "",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update(overrides)
+    return env
+
+
+class Gateway(Process):
+    def __init__(self, env: dict[str, str], name: str = "gateway") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            f"{name}-{self.port}",
+            [sys.executable, "-m", "api"],
+            {**env, "PORT": str(self.port), "HOST": "127.0.0.1"},
+        )
+        wait_until(self._healthy, 30, f"gateway on {self.url}")
+
+    def _healthy(self) -> bool:
+        if not self.alive:
+            raise RuntimeError(f"gateway exited:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def health(self) -> dict[str, object]:
+        body: dict[str, object] = httpx.get(f"{self.url}/health", timeout=5).json()
+        return body
+
+
+class Worker(Process):
+    def __init__(self, env: dict[str, str], name: str = "worker") -> None:
+        super().__init__(f"{name}-{os.getpid()}-{time.monotonic_ns()}", [sys.executable, "-m", "worker"], env)
+
+    def wait_ready(self, gateway: Gateway, workers: int = 1) -> None:
+        def ready() -> bool:
+            if not self.alive:
+                raise RuntimeError(f"worker exited:\n{self.log_tail()}")
+            return int(str(gateway.health()["workers"])) >= workers
+
+        wait_until(ready, 90, "the worker to load the model")
