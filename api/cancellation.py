@@ -12,9 +12,10 @@ async def cancel_session(store: SessionStore, queue: JobQueue, session_id: str) 
 
     Returns the status the session had before, or None for an unknown session.
     """
-    before = await store.cancel(session_id)
+    info = await store.get(session_id)
+    if info is None:
+        return None
+    before = await store.cancel(info)
     if before is SessionStatus.QUEUED:
-        info = await store.get(session_id)
-        if info is not None:
-            await queue.cancel(info.job_id)
+        await queue.cancel(info.job_id)
     return before

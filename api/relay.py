@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import cast
 
@@ -39,7 +39,7 @@ class Event:
 
 async def follow(
     redis: Redis, store: SessionStore, session_id: str, after: int, attach_hold_seconds: float
-) -> AsyncIterator[Event | None]:
+) -> AsyncGenerator[Event | None]:
     """Yield the session's events with index > ``after``, ending with its end event.
 
     Yields None whenever a blocking read times out, so that the caller can check on its

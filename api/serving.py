@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
 import time
 import uuid
@@ -14,7 +16,7 @@ from sse_starlette import ServerSentEvent
 
 from api.completion import CompletionBuilder
 from api.deps import Services
-from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull
+from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull, from_error_event
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
 from api.relay import follow
 from api.session_store import SessionInfo
@@ -30,6 +32,7 @@ ATTACH_HOLD_SECONDS = 3.0
 class OpenedSession:
     session_id: str
     after: int  # replay the events after this index; -1 replays everything
+    created: bool = False  # this request started the generation
 
 
 def new_session_id() -> str:
@@ -99,7 +102,29 @@ async def open_session(
     except Exception as error:
         await services.store.fail(session_id, "The job could not be queued.", only_if_dead=False)
         raise GenerationFailed("The job could not be queued.") from error
-    return OpenedSession(session_id, after)
+    return OpenedSession(session_id, after, created=True)
+
+
+async def await_verdict(services: Services, session_id: str, http_request: Request) -> bool:
+    """Wait for a new session's first event, the worker's verdict on the request.
+
+    A request the worker refuses (a prompt too long, an undecodable image) is answered
+    with its HTTP error instead of a stream that starts and fails. Returns False if the
+    client left while waiting.
+    """
+    events = follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if event is None:
+                if await http_request.is_disconnected():
+                    return False
+                continue
+            if event.end:
+                payload = json.loads(event.data)
+                if "error" in payload:
+                    raise from_error_event(payload["error"])
+            return True
+    return True
 
 
 async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[ServerSentEvent]:

@@ -57,9 +57,8 @@ class SessionStore:
         return self._settings.job_timeout_seconds + self._settings.sessions_ttl_seconds
 
     async def create(self, session_id: str, job_id: str, owner: str, model: str, created: int) -> bool:
-        """Create a queued session with its role event; false if it already exists."""
-        first_event = ChunkWriter(session_id, model, created).role()
-        args: list[ScriptArg] = [session_id, created, job_id, owner, model, self._keep_seconds, first_event]
+        """Create a queued session; false if it already exists."""
+        args: list[ScriptArg] = [session_id, created, job_id, owner, model, self._keep_seconds]
         return bool(await self._create(keys=keys.session_keys(session_id), args=args))
 
     async def get(self, session_id: str) -> SessionInfo | None:
@@ -83,14 +82,16 @@ class SessionStore:
             error=meta.get("error"),
         )
 
-    async def cancel(self, session_id: str) -> SessionStatus | None:
-        """Request a cancel; returns the status the session had, None if unknown."""
-        chunks = ChunkWriter(session_id, self._settings.model_name, int(time.time()))
+    async def cancel(self, session: SessionInfo) -> SessionStatus | None:
+        """Request a cancel; returns the status the session had, None if it is gone."""
+        session_id = session.session_id
+        chunks = ChunkWriter(session_id, session.model, session.created)
         args: list[ScriptArg] = [
             self._keep_seconds,
             self._settings.sessions_ttl_seconds,
             session_id,
             dumps(empty_usage()),
+            chunks.role(),
             chunks.finish("cancelled"),
         ]
         status = await self._cancel(keys=keys.session_keys(session_id), args=args)

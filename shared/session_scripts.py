@@ -38,15 +38,16 @@ local function is_open(status)
 end
 """
 
-# ARGV: session_id, now, job_id, owner, model, keep_seconds, first event payload.
+# ARGV: session_id, now, job_id, owner, model, keep_seconds.
 # Returns 1 when created, 0 when the session already exists (the caller attaches).
+# The stream starts empty: its first event is the worker's verdict on the request (the
+# role chunk once the prompt is accepted, or an error), so a gateway can still answer a
+# request the worker refuses with a plain HTTP error.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'created', ARGV[2], 'last_attached', ARGV[2],
   'job_id', ARGV[3], 'owner', ARGV[4], 'model', ARGV[5])
-redis.call('XADD', KEYS[2], '0-*', 'd', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
 redis.call('SADD', KEYS[6], ARGV[1])
 return 1
 """

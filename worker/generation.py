@@ -88,18 +88,34 @@ def sampling_kwargs(loaded: LoadedModel, sampling: SamplingParams, max_new_token
     return kwargs
 
 
-def generate(loaded: LoadedModel, job: GenerationJob, writer: SessionWriter) -> Outcome:
+@dataclass
+class PreparedPrompt:
+    """Model inputs of a request that passed every check the worker makes."""
+
+    inputs: Any
+    prompt_ids: list[int]
+    max_new_tokens: int
+
+
+def prepare(loaded: LoadedModel, job: GenerationJob) -> PreparedPrompt:
+    """Build the model inputs; raises InvalidRequest for a request that cannot be served."""
     inputs = build_inputs(loaded, job.messages)
     prompt_ids: list[int] = inputs["input_ids"][0].tolist()
-    prompt_tokens = len(prompt_ids)
-    room = loaded.max_context_tokens - prompt_tokens
+    room = loaded.max_context_tokens - len(prompt_ids)
     if room <= 0:
         raise InvalidRequest(
             f"This model's maximum context length is {loaded.max_context_tokens} tokens, "
-            f"but the prompt has {prompt_tokens} tokens.",
+            f"but the prompt has {len(prompt_ids)} tokens.",
             param="messages",
         )
-    max_new_tokens = min(job.sampling.max_new_tokens, room)
+    return PreparedPrompt(inputs, prompt_ids, min(job.sampling.max_new_tokens, room))
+
+
+def generate(
+    loaded: LoadedModel, job: GenerationJob, prompt: PreparedPrompt, writer: SessionWriter
+) -> Outcome:
+    inputs, prompt_ids, max_new_tokens = prompt.inputs, prompt.prompt_ids, prompt.max_new_tokens
+    prompt_tokens = len(prompt_ids)
     im_start_id = loaded.tokenizer.convert_tokens_to_ids(IM_START)
     splitter = ReasoningSplitter(
         loaded.tokenizer,

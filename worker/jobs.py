@@ -15,7 +15,7 @@ import redis
 from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
-from worker.generation import InvalidRequest, generate
+from worker.generation import InvalidRequest, generate, prepare
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
@@ -54,10 +54,15 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
         return {"status": status.value}
     runtime.presence.hold(job.session_id)
     try:
-        outcome = generate(runtime.loaded, job, writer)
-    except InvalidRequest as error:
-        writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
-        return {"status": SessionStatus.FAILED.value, "error": str(error)}
+        try:
+            prompt = prepare(runtime.loaded, job)
+        except InvalidRequest as error:
+            # The first event is an error: the gateway answers the request with a 400.
+            writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
+            return {"status": SessionStatus.FAILED.value, "error": str(error)}
+        writer.emit(writer.chunks.role())
+        writer.flush()
+        outcome = generate(runtime.loaded, job, prompt, writer)
     except Exception as error:
         log.exception("generation failed for session %s", job.session_id)
         writer.fail(f"Generation failed: {type(error).__name__}: {error}")

@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from api.deps import CallerDep, ServicesDep
 from api.protocol import ChatCompletionRequest
-from api.serving import collect, open_session, sse_events
+from api.serving import await_verdict, collect, open_session, sse_events
 
 router = APIRouter()
 
@@ -29,6 +29,8 @@ async def chat_completions(
     session = await open_session(services, body, caller, last_event_id_header or last_event_id_query)
     headers = {"X-Session-Id": session.session_id}
     if body.stream:
+        if session.created and not await await_verdict(services, session.session_id, http_request):
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         return EventSourceResponse(sse_events(services, session), headers=headers)
     completion = await collect(services, session.session_id, http_request)
     if completion is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from rq.job import Job, JobStatus
@@ -21,6 +22,12 @@ def start_stream(url: str, session_id: str, max_tokens: int = LONG) -> httpx.Res
     client = httpx.Client(timeout=60)
     request = client.build_request("POST", f"{url}/v1/chat/completions", json=body)
     return client.send(request, stream=True)
+
+
+def stream_events(url: str, session_id: str) -> list[SSEvent]:
+    body = {"messages": HELLO, "max_tokens": LONG, "stream": True, "session_id": session_id}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+        return list(iter_events(response))
 
 
 def rq_status(stack: Stack, session_id: str) -> JobStatus:
@@ -66,12 +73,17 @@ def test_cancelled_queued_job_never_runs(stack: Stack) -> None:
         "the first job to run",
     )
 
-    queued = start_stream(stack.gateway.url, "cancel-queued")
-    assert httpx.get(f"{stack.gateway.url}/v1/sessions/cancel-queued", timeout=5).json()["status"] == "queued"
-    reply = httpx.post(f"{stack.gateway.url}/v1/cancel/cancel-queued", timeout=10)
-    assert reply.json()["status"] == "cancelled"
-    queued_events = list(iter_events(queued))
-    queued.close()
+    # A streaming request waits for a worker to accept it before its response starts.
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(stream_events, stack.gateway.url, "cancel-queued")
+        wait_until(
+            lambda: stack.redis.hget("qvl:session:cancel-queued", "status") == "queued",
+            10,
+            "the second job to be queued",
+        )
+        reply = httpx.post(f"{stack.gateway.url}/v1/cancel/cancel-queued", timeout=10)
+        assert reply.json()["status"] == "cancelled"
+        queued_events = waiting.result(timeout=30)
 
     assert [e.index for e in queued_events[:-1]] == [0, 1]
     assert queued_events[1].json["choices"][0]["finish_reason"] == "cancelled"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import Stack, StackFactory
+from tests.processes import wait_until
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
 
@@ -132,26 +135,42 @@ def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
 def test_full_queue_is_429_with_retry_after(make_stack: StackFactory) -> None:
     private = make_stack(MAX_QUEUE_DEPTH="1")
     url = private.gateway.url
-    long = {"messages": HELLO, "max_tokens": 20000, "stream": True}
-    with httpx.Client(timeout=30) as http:
-        running = http.send(
-            http.build_request(
-                "POST", f"{url}/v1/chat/completions", json={**long, "session_id": "q-running"}
-            ),
-            stream=True,
-        )
-        next(running.iter_lines())
-        waiting = http.send(
-            http.build_request(
-                "POST", f"{url}/v1/chat/completions", json={**long, "session_id": "q-waiting"}
-            ),
-            stream=True,
-        )
-        next(waiting.iter_lines())
-        refused = http.post(f"{url}/v1/chat/completions", json={"messages": HELLO})
+
+    def long_stream(session_id: str) -> int:
+        body = {"messages": HELLO, "max_tokens": 20000, "stream": True, "session_id": session_id}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+            return sum(1 for _ in response.iter_lines())
+
+    def status(session_id: str) -> str | None:
+        value = private.redis.hget(f"qvl:session:{session_id}", "status")
+        return None if value is None else str(value)
+
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(long_stream, "q-running")
+        wait_until(lambda: status("q-running") == "running", 10, "the first job to run")
+        waiting = pool.submit(long_stream, "q-waiting")
+        wait_until(lambda: status("q-waiting") == "queued", 10, "the second job to queue")
+        refused = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO}, timeout=10)
         assert_openai_error(refused, 429)
         assert refused.headers["retry-after"] == "1"
         for session_id in ("q-waiting", "q-running"):
-            http.post(f"{url}/v1/cancel/{session_id}")
-        running.close()
-        waiting.close()
+            httpx.post(f"{url}/v1/cancel/{session_id}", timeout=10)
+        assert running.result(timeout=30) > 0 and waiting.result(timeout=30) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_prompt_longer_than_the_context_is_400_with_token_counts(stack: Stack, stream: bool) -> None:
+    too_long = [{"role": "user", "content": "Hello " * 33000}]
+    response = httpx.post(
+        f"{stack.gateway.url}/v1/chat/completions", timeout=60, json={"messages": too_long, "stream": stream}
+    )
+    error = assert_openai_error(response, 400)
+    assert error["param"] == "messages"
+    assert "32768" in str(error["message"]) and "330" in str(error["message"])
+    # The worker refused it and goes on serving.
+    ok = httpx.post(
+        f"{stack.gateway.url}/v1/chat/completions",
+        timeout=60,
+        json={"messages": HELLO, "max_tokens": 2, "stream": stream},
+    )
+    assert ok.status_code == 200

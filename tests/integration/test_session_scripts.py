@@ -32,8 +32,11 @@ class Scripts:
         self.fail = db.register_script(session_scripts.FAIL)
 
 
-def create(scripts: Scripts, sid: str) -> int:
-    return int(scripts.create(keys=keys.session_keys(sid), args=[sid, 100, "job", "", "m", 60, "role"]))
+def create(db: redis.Redis, scripts: Scripts, sid: str) -> int:
+    created = int(scripts.create(keys=keys.session_keys(sid), args=[sid, 100, "job", "", "m", 60]))
+    if created:  # what a worker writes once it accepts the request
+        db.xadd(keys.session_events(sid), {"d": "role"}, id="0-*")
+    return created
 
 
 def events(db: redis.Redis, sid: str) -> list[tuple[str, dict[str, str]]]:
@@ -42,8 +45,8 @@ def events(db: redis.Redis, sid: str) -> list[tuple[str, dict[str, str]]]:
 
 def test_create_is_once_only(db: redis.Redis) -> None:
     scripts = Scripts(db)
-    assert create(scripts, "s") == 1
-    assert create(scripts, "s") == 0
+    assert create(db, scripts, "s") == 1
+    assert create(db, scripts, "s") == 0
     assert db.hget(keys.session_meta("s"), "status") == "queued"
     assert events(db, "s") == [("0-1", {"d": "role"})]
     assert db.sismember(keys.active_sessions(), "s")
@@ -52,7 +55,7 @@ def test_create_is_once_only(db: redis.Redis) -> None:
 
 def test_run_and_finish(db: redis.Redis) -> None:
     scripts = Scripts(db)
-    create(scripts, "s")
+    create(db, scripts, "s")
     assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000]) == "running"
     assert db.get(keys.session_lease("s")) == "w1"
     assert scripts.start(keys=keys.session_keys("s"), args=["w2", 5000]) == "running"  # no double start
@@ -82,7 +85,7 @@ def test_run_and_finish(db: redis.Redis) -> None:
 
 def test_cancel_queued_ends_it_and_start_refuses(db: redis.Redis) -> None:
     scripts = Scripts(db)
-    create(scripts, "s")
+    create(db, scripts, "s")
     assert scripts.cancel(keys=keys.session_keys("s"), args=[60, 30, "s", "{}", "cancelled"]) == "queued"
     assert db.hget(keys.session_meta("s"), "status") == "cancelled"
     assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000]) == "cancelled"
@@ -93,7 +96,7 @@ def test_cancel_queued_ends_it_and_start_refuses(db: redis.Redis) -> None:
 
 def test_cancel_running_only_raises_the_flag(db: redis.Redis) -> None:
     scripts = Scripts(db)
-    create(scripts, "s")
+    create(db, scripts, "s")
     scripts.start(keys=keys.session_keys("s"), args=["w1", 5000])
     assert scripts.cancel(keys=keys.session_keys("s"), args=[60, 30, "s", "{}", "x"]) == "running"
     assert db.exists(keys.session_cancel("s"))
@@ -102,7 +105,7 @@ def test_cancel_running_only_raises_the_flag(db: redis.Redis) -> None:
 
 def test_fail_only_if_dead_respects_a_live_lease(db: redis.Redis) -> None:
     scripts = Scripts(db)
-    create(scripts, "s")
+    create(db, scripts, "s")
     scripts.start(keys=keys.session_keys("s"), args=["w1", 5000])
     assert scripts.fail(keys=keys.session_keys("s"), args=["dead", 30, "s", "1", "err"]) == 0
     db.delete(keys.session_lease("s"))
