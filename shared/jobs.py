@@ -31,6 +31,12 @@ class SamplingParams(BaseModel):
     top_k: int | None = None
     seed: int | None = None
     repetition_penalty: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # token id -> bias added to its logit, as in OpenAI's logit_bias
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    # strings that end the answer; never emitted
+    stop: list[str] = Field(default_factory=list)
 
 
 class GenerationJob(BaseModel):
