@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     cancel_after_disconnect_seconds: float = Field(3600, ge=0)
     worker_lease_seconds: float = Field(5.0, gt=0)
     worker_name: str = ""
+    worker_max_batch: int = Field(16, ge=1)
 
     @field_validator("api_keys", "cors_allow_origins", mode="before")
     @classmethod

@@ -4,18 +4,40 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+import time
 import uuid
 
 import redis
 from rq.serializers import JSONSerializer
 
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
+from worker.engine import Engine
 from worker.jobs import WorkerRuntime, install
 from worker.model import load_model
 from worker.presence import Presence
-from worker.rq_worker import GpuWorker
+from worker.rq_worker import GpuWorker, JobSlot
 from worker.session_writer import SessionScripts
+
+log = logging.getLogger("worker")
+
+
+def _slots(settings: Settings, connection: redis.Redis, name: str) -> list[JobSlot]:
+    return [
+        JobSlot(
+            [settings.queue_name], connection=connection, name=f"{name}.{index}", serializer=JSONSerializer
+        )
+        for index in range(settings.worker_max_batch)
+    ]
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
 
 
 def main() -> None:
@@ -25,16 +47,35 @@ def main() -> None:
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
-    rq_worker = GpuWorker([settings.queue_name], connection=connection, name=name, serializer=JSONSerializer)
-    presence = Presence(connection, settings, name, on_beat=rq_worker.beat)
-    install(WorkerRuntime(settings, loaded, connection, SessionScripts(connection), presence, name))
+    slots = _slots(settings, connection, name)
+    engine = Engine(loaded, connection, settings.worker_max_batch)
+
+    def beat_slots() -> None:
+        for slot in slots:
+            slot.beat()
+
+    presence = Presence(connection, settings, name, on_beat=beat_slots)
+    install(WorkerRuntime(settings, loaded, connection, SessionScripts(connection), presence, engine, name))
+    engine.start()
     # Announce the worker only once the model is loaded: /health's modelReady relies on it.
     presence.beat()
     presence.start()
-    try:
-        rq_worker.work(with_scheduler=False)
-    finally:
-        presence.stop()
+    for slot in slots:
+        threading.Thread(
+            target=slot.work, kwargs={"with_scheduler": False}, name=slot.name, daemon=True
+        ).start()
+    log.info("worker %s ready with %d job slots", name, len(slots))
+
+    _wait_for_signal()
+    log.info("warm shutdown: finishing running jobs")
+    for slot in slots:
+        slot.stop_after_current_job()
+    while any(slot.busy for slot in slots):
+        time.sleep(0.2)
+    for slot in slots:
+        slot.register_death()
+    presence.stop()
+    engine.stop()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """The RQ job function: runs one generation job inside the worker process.
 
-RQ calls ``run_generation`` by its import path (``shared.jobs.JOB_FUNCTION``). The model
-is loaded once at start by ``worker.__main__`` and installed here, never per job.
+RQ calls ``run_generation`` by its import path (``shared.jobs.JOB_FUNCTION``) in one of the
+worker's job threads. The model is loaded once at start by ``worker.__main__`` and
+installed here, never per job; the thread prepares the prompt and then waits while the
+engine decodes it together with the other jobs.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -15,7 +18,8 @@ import redis
 from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
-from worker.generation import InvalidRequest, generate, prepare
+from worker.engine import Engine
+from worker.generation import InvalidRequest, prepare
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
@@ -30,7 +34,10 @@ class WorkerRuntime:
     connection: redis.Redis
     scripts: SessionScripts
     presence: Presence
+    engine: Engine
     name: str
+    # Prompts are built one at a time: the processor's tokenizer is not thread-safe.
+    prepare_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _runtime: WorkerRuntime | None = None
@@ -55,14 +62,15 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     runtime.presence.hold(job.session_id)
     try:
         try:
-            prompt = prepare(runtime.loaded, job)
+            with runtime.prepare_lock:
+                sequence = prepare(runtime.loaded, job, writer)
         except InvalidRequest as error:
             # The first event is an error: the gateway answers the request with a 400.
             writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
             return {"status": SessionStatus.FAILED.value, "error": str(error)}
         writer.emit(writer.chunks.role())
         writer.flush()
-        outcome = generate(runtime.loaded, job, prompt, writer)
+        outcome = runtime.engine.run(sequence)
     except Exception as error:
         log.exception("generation failed for session %s", job.session_id)
         writer.fail(f"Generation failed: {type(error).__name__}: {error}")

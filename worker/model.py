@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
 
@@ -22,6 +22,9 @@ class LoadedModel:
     model: Any
     processor: Any
     tokenizer: Any
+    # A second tokenizer for decoding output in the engine thread: a fast tokenizer is not
+    # safe to use from two threads while one of them tokenizes a new prompt.
+    decoder: Any
     generation_config: GenerationConfig
     eos_token_ids: frozenset[int]
     think_start_id: int
@@ -58,12 +61,14 @@ def load_model(settings: Settings) -> LoadedModel:
     )
     model.eval()
     tokenizer = processor.tokenizer
+    decoder = AutoTokenizer.from_pretrained(source, token=token)
     generation_config = model.generation_config
     text_config = model.config.get_text_config()
     return LoadedModel(
         model=model,
         processor=processor,
         tokenizer=tokenizer,
+        decoder=decoder,
         generation_config=generation_config,
         eos_token_ids=_eos_ids(generation_config, tokenizer),
         think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),

@@ -1,4 +1,4 @@
-"""The RQ worker class: jobs run in the worker's own process, next to the loaded model."""
+"""The RQ worker classes: jobs run in the worker's own process, next to the loaded model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 from rq.job import Job
 from rq.queue import Queue
-from rq.worker import SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+from rq.worker import SimpleWorker, WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,3 +47,25 @@ class GpuWorker(SimpleWorker):
             self.maintain_heartbeats(job)
         except Exception:  # the job may have ended between the check and the beat
             log.debug("RQ heartbeat skipped", exc_info=True)
+
+
+class JobSlot(GpuWorker):
+    """One of the worker process's job threads: an RQ worker that runs in a thread.
+
+    A process runs one slot per job it may hold at once (WORKER_MAX_BATCH), all feeding
+    the same engine, so RQ still sees every job started, finished or failed on its own.
+    Signals belong to the main thread, and job timeouts use a timer instead of SIGALRM.
+    """
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+    def stop_after_current_job(self) -> None:
+        # RQ's own request_stop installs signal handlers, which only the main thread may do.
+        self._stop_requested = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.get_state() == WorkerStatus.BUSY)

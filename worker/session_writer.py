@@ -54,15 +54,25 @@ class SessionWriter:
     def emit(self, payload: str) -> None:
         self._pending.append(payload)
 
-    def flush(self) -> bool:
-        """Write the buffered events and return whether a cancel has been requested."""
-        pipe = self._redis.pipeline(transaction=False)
+    def queue_flush(self, pipe: redis.client.Pipeline) -> int:
+        """Add this session's buffered events and its cancel-flag read to a pipeline.
+
+        Returns how many replies they will produce.
+        """
         for payload in self._pending:
             pipe.xadd(self._events_key, {DATA_FIELD: payload}, id="0-*")
         pipe.exists(self._cancel_key)
-        self.cancel_requested = bool(pipe.execute()[-1])
+        return len(self._pending) + 1
+
+    def flushed(self, replies: list[object]) -> bool:
+        """Take the pipeline's replies for this session; true if a cancel is requested."""
+        self.cancel_requested = bool(replies[len(self._pending)])
         self._pending.clear()
         return self.cancel_requested
+
+    def flush(self) -> bool:
+        """Write the buffered events and return whether a cancel has been requested."""
+        return flush_together(self._redis, [self])[0]
 
     def finish(
         self, status: SessionStatus, finish_reason: str, usage: dict[str, object], final_events: list[str]
@@ -90,3 +100,19 @@ class SessionWriter:
         payload = dumps(error_object(message, error_type, code=code, param=param))
         args: list[ScriptArg] = [message, self._settings.sessions_ttl_seconds, self.session_id, "0", payload]
         return bool(self._scripts.fail(keys=self._keys, args=args))
+
+
+def flush_together(connection: redis.Redis, writers: list[SessionWriter]) -> list[bool]:
+    """Flush several sessions in one Redis round trip; returns each one's cancel flag.
+
+    The engine calls this once per decoding step for its whole batch.
+    """
+    pipe = connection.pipeline(transaction=False)
+    sizes = [writer.queue_flush(pipe) for writer in writers]
+    replies = pipe.execute()
+    flags = []
+    start = 0
+    for writer, size in zip(writers, sizes, strict=True):
+        flags.append(writer.flushed(replies[start : start + size]))
+        start += size
+    return flags

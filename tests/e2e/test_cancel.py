@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from tests.conftest import Stack, StackFactory
@@ -62,7 +63,9 @@ def test_cancel_while_running_stops_generation(stack: Stack) -> None:
     assert again["status"] == "cancelled" and again["cancel_requested"] is False
 
 
-def test_cancelled_queued_job_never_runs(stack: Stack) -> None:
+def test_cancelled_queued_job_never_runs(make_stack: StackFactory) -> None:
+    # One job slot: the second job has to wait in the queue.
+    stack = make_stack(WORKER_MAX_BATCH="1")
     busy = start_stream(stack.gateway.url, "keeps-worker-busy")
     busy_stream = iter_events(busy)
     first = next(busy_stream)  # the worker holds this one
@@ -127,3 +130,32 @@ def test_attached_client_keeps_session_alive(make_stack: StackFactory) -> None:
     ) as response:
         events = list(iter_events(response))
     assert events[-2].json["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_one_worker_runs_jobs_together_and_a_cancel_stops_only_its_own(stack: Stack) -> None:
+    names = [f"together-{i}" for i in range(4)]
+    responses = [start_stream(stack.gateway.url, name) for name in names]
+    streams = [iter_events(response) for response in responses]
+    for stream in streams:
+        next(stream)  # each has been accepted by the worker
+
+    def running() -> list[str]:
+        return [n for n in names if stack.redis.hget(f"qvl:session:{n}", "status") == "running"]
+
+    wait_until(lambda: len(running()) == 4, 10, "all four jobs to run at once")
+    started = StartedJobRegistry("generation", connection=stack.rq_redis, serializer=JSONSerializer)
+    assert len(started.get_job_ids()) == 4
+
+    httpx.post(f"{stack.gateway.url}/v1/cancel/{names[0]}", timeout=10)
+    first = list(streams[0])
+    assert first[-2].json["choices"][0]["finish_reason"] == "cancelled"
+    before = [stack.redis.xlen(f"qvl:session:{n}:events") for n in names[1:]]
+    time.sleep(0.5)
+    after = [stack.redis.xlen(f"qvl:session:{n}:events") for n in names[1:]]
+    assert all(a > b for a, b in zip(after, before, strict=True)), "the others kept generating"
+    for name in names[1:]:
+        httpx.post(f"{stack.gateway.url}/v1/cancel/{name}", timeout=10)
+    for stream, response in zip(streams[1:], responses[1:], strict=True):
+        assert list(stream)[-1].is_done
+        response.close()
+    responses[0].close()

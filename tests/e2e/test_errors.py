@@ -133,7 +133,7 @@ def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
 
 
 def test_full_queue_is_429_with_retry_after(make_stack: StackFactory) -> None:
-    private = make_stack(MAX_QUEUE_DEPTH="1")
+    private = make_stack(MAX_QUEUE_DEPTH="1", WORKER_MAX_BATCH="1")
     url = private.gateway.url
 
     def long_stream(session_id: str) -> int:

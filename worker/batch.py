@@ -1,0 +1,87 @@
+"""The key/value cache of a batch of sequences of different lengths, left-padded.
+
+Each new sequence is prefilled on its own, then joins the running batch: the shorter side
+is padded on the left so that all rows end at the same column, and the attention mask
+hides the padding. Finished sequences leave by row selection, and padding columns that no
+row needs any more are trimmed, so a long sequence leaving makes the others cheaper again.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
+    if columns == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = columns
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+    # Qwen3-VL's text model has full attention in every layer: all are DynamicLayers.
+    return cast(list[DynamicLayer], cache.layers)
+
+
+def _tensors(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    assert layer.keys is not None and layer.values is not None, "prefilled layers hold tensors"
+    return layer.keys, layer.values
+
+
+class PaddedBatch:
+    def __init__(self) -> None:
+        self.cache: DynamicCache | None = None
+        self.attention_mask: torch.Tensor | None = None  # [rows, columns], 0 on padding
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.attention_mask is None else self.attention_mask.shape[0]
+
+    @property
+    def columns(self) -> int:
+        return 0 if self.attention_mask is None else self.attention_mask.shape[1]
+
+    def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
+        """Append a prefilled single-sequence cache as the last row."""
+        mask = torch.ones(1, length, dtype=torch.long, device=device)
+        if self.cache is None or self.attention_mask is None:
+            self.cache, self.attention_mask = cache, mask
+            return
+        grow = max(0, length - self.columns)
+        pad_new = max(0, self.columns - length)
+        for mine, theirs in zip(_layers(self.cache), _layers(cache), strict=True):
+            (my_keys, my_values), (new_keys, new_values) = _tensors(mine), _tensors(theirs)
+            mine.keys = torch.cat([_left_pad(my_keys, grow, 2), _left_pad(new_keys, pad_new, 2)])
+            mine.values = torch.cat([_left_pad(my_values, grow, 2), _left_pad(new_values, pad_new, 2)])
+        self.attention_mask = torch.cat(
+            [_left_pad(self.attention_mask, grow, 1), _left_pad(mask, pad_new, 1)]
+        )
+
+    def extend_mask(self) -> torch.Tensor:
+        """The mask for a decoding step: every row gains one real column."""
+        assert self.attention_mask is not None
+        self.attention_mask = torch.cat(
+            [self.attention_mask, self.attention_mask.new_ones(self.rows, 1)], dim=1
+        )
+        return self.attention_mask
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these rows (in this order) and trim padding no row needs."""
+        if not rows:
+            self.cache = self.attention_mask = None
+            return
+        assert self.cache is not None and self.attention_mask is not None
+        index = torch.tensor(rows, device=self.attention_mask.device)
+        mask = self.attention_mask.index_select(0, index)
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else 0
+        self.attention_mask = mask[:, start:]
+        for layer in _layers(self.cache):
+            keys, values = _tensors(layer)
+            layer.keys = keys.index_select(0, index)[:, :, start:]
+            layer.values = values.index_select(0, index)[:, :, start:]

@@ -1,0 +1,153 @@
+"""The decoding engine: one thread that runs the model for every job of the worker.
+
+Jobs hand their prepared prompt to the engine and wait. The engine admits new sequences
+between decoding steps (continuous batching): each is prefilled on its own (text or
+images and video alike), then joins the running batch, and every step decodes one token
+for all of them at once. A sequence that finishes or is cancelled leaves the batch
+without disturbing the others. After every step the events of all sequences, and the
+reads of their cancel flags, go to Redis in one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+import redis
+import torch
+
+from worker.batch import PaddedBatch
+from worker.model import LoadedModel
+from worker.sampler import sample_next
+from worker.sequence import Outcome, Sequence
+from worker.session_writer import flush_together
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_SECONDS = 0.5
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, connection: redis.Redis, max_batch: int) -> None:
+        self._loaded = loaded
+        self._redis = connection
+        self._max_batch = max_batch
+        self._pending: queue.Queue[Sequence] = queue.Queue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._active: list[Sequence] = []
+        self._batch = PaddedBatch()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def run(self, sequence: Sequence) -> Outcome:
+        """Decode a sequence to its end (called from a job's thread, which waits)."""
+        self._pending.put(sequence)
+        sequence.done.wait()
+        if sequence.error is not None:
+            raise sequence.error
+        return sequence.outcome()
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopped.is_set():
+                try:
+                    if self._admit():
+                        self._flush_and_retire()
+                    if self._active:
+                        self._decode_step()
+                        self._flush_and_retire()
+                except Exception as error:  # the model failed: fail the batch, keep serving
+                    log.exception("decoding step failed; failing %d sequences", len(self._active))
+                    for sequence in self._active:
+                        sequence.fail(error)
+                    self._active = []
+                    self._batch = PaddedBatch()
+
+    def _admit(self) -> bool:
+        """Prefill waiting sequences while there is room; true if any joined."""
+        admitted = False
+        while len(self._active) < self._max_batch:
+            try:
+                sequence = self._pending.get(block=not self._active, timeout=IDLE_WAIT_SECONDS)
+            except queue.Empty:
+                break
+            try:
+                self._prefill(sequence)
+            except Exception as error:
+                log.exception("prefill failed")
+                sequence.fail(error)
+                continue
+            self._active.append(sequence)
+            admitted = True
+        return admitted
+
+    def _prefill_positions(self, inputs: Any) -> torch.Tensor:
+        """3D rotary positions of the prompt (text, or text with images and video)."""
+        input_ids = inputs["input_ids"]
+        if inputs.get("image_grid_thw") is not None or inputs.get("video_grid_thw") is not None:
+            positions, _ = self._loaded.model.model.get_rope_index(
+                input_ids,
+                mm_token_type_ids=inputs["mm_token_type_ids"],
+                image_grid_thw=inputs.get("image_grid_thw"),
+                video_grid_thw=inputs.get("video_grid_thw"),
+                attention_mask=inputs.get("attention_mask"),
+            )
+            return positions  # type: ignore[no-any-return]
+        length = input_ids.shape[1]
+        return torch.arange(length, device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
+
+    def _prefill(self, sequence: Sequence) -> None:
+        inputs = sequence.inputs
+        positions = self._prefill_positions(inputs)
+        output = self._loaded.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        sequence.next_position = int(positions.max()) + 1
+        sequence.inputs = None  # pixel data is no longer needed
+        token = sample_next(output.logits[:, -1], [sequence.sampling], [[]])[0]
+        sequence.accept(token)
+        self._batch.add(output.past_key_values, positions.shape[-1], self._loaded.device)
+
+    def _decode_step(self) -> None:
+        device = self._loaded.device
+        sequences = self._active
+        tokens = torch.tensor([[s.last_token] for s in sequences], device=device)
+        positions = torch.tensor([s.next_position for s in sequences], device=device)
+        output = self._loaded.model(
+            input_ids=tokens,
+            attention_mask=self._batch.extend_mask(),
+            position_ids=positions.view(1, -1, 1).expand(3, -1, -1),
+            past_key_values=self._batch.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        next_tokens = sample_next(
+            output.logits[:, -1], [s.sampling for s in sequences], [s.generated for s in sequences]
+        )
+        for sequence, token in zip(sequences, next_tokens, strict=True):
+            sequence.next_position += 1
+            sequence.accept(token)
+
+    def _flush_and_retire(self) -> None:
+        cancelled = flush_together(self._redis, [s.writer for s in self._active])
+        for sequence, cancel in zip(self._active, cancelled, strict=True):
+            if cancel and not sequence.finished:
+                sequence.cancel()
+        keep = [i for i, s in enumerate(self._active) if not s.finished]
+        if len(keep) == len(self._active):
+            return
+        for sequence in self._active:
+            if sequence.finished:
+                sequence.done.set()
+        self._active = [self._active[i] for i in keep]
+        self._batch.keep(keep)

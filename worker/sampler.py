@@ -1,0 +1,136 @@
+"""Picks the next token of every sequence in a batch, each with its own settings.
+
+At small model sizes sampling over the 152k-token vocabulary costs more than the model,
+so the sampler avoids full-vocabulary sorts: top-k narrows the candidates with ``topk``
+before anything else, and plain sampling (no top-k, no top-p) is one softmax and one
+``multinomial`` for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from shared.jobs import SamplingParams
+
+
+@dataclass
+class RowSampling:
+    """One sequence's resolved sampling settings (request values, else checkpoint defaults)."""
+
+    temperature: float
+    top_p: float
+    top_k: int  # 0: no limit
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    generator: torch.Generator | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    @property
+    def penalised(self) -> bool:
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
+
+def resolve(sampling: SamplingParams, defaults: object, device: torch.device) -> RowSampling:
+    """Fill what a request left open from the checkpoint's generation_config."""
+
+    def default(name: str, fallback: float) -> float:
+        value = getattr(defaults, name, None)
+        return fallback if value is None else float(value)
+
+    do_sample = bool(getattr(defaults, "do_sample", True))
+    temperature = sampling.temperature
+    if temperature is None:
+        temperature = default("temperature", 1.0) if do_sample else 0.0
+    generator = None
+    if sampling.seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(sampling.seed)
+    return RowSampling(
+        temperature=temperature,
+        top_p=sampling.top_p if sampling.top_p is not None else default("top_p", 1.0),
+        top_k=sampling.top_k if sampling.top_k is not None else int(default("top_k", 0)),
+        repetition_penalty=(
+            sampling.repetition_penalty
+            if sampling.repetition_penalty is not None
+            else default("repetition_penalty", 1.0)
+        ),
+        presence_penalty=sampling.presence_penalty,
+        frequency_penalty=sampling.frequency_penalty,
+        logit_bias=dict(sampling.logit_bias),
+        generator=generator,
+    )
+
+
+def _penalise(logits: torch.Tensor, row: RowSampling, history: list[int]) -> None:
+    """OpenAI's presence/frequency penalties and the CTRL repetition penalty, in place."""
+    if not history:
+        return
+    ids = torch.tensor(history, device=logits.device)
+    seen, counts = torch.unique(ids, return_counts=True)
+    if row.repetition_penalty != 1.0:
+        scores = logits[seen]
+        logits[seen] = torch.where(
+            scores > 0, scores / row.repetition_penalty, scores * row.repetition_penalty
+        )
+    if row.frequency_penalty or row.presence_penalty:
+        logits[seen] -= counts.to(logits.dtype) * row.frequency_penalty + row.presence_penalty
+
+
+def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> None:
+    for index, row in enumerate(rows):
+        if row.penalised:
+            _penalise(logits[index], row, histories[index])
+        if row.logit_bias:
+            ids = torch.tensor(list(row.logit_bias), device=logits.device)
+            logits[index, ids] += torch.tensor(list(row.logit_bias.values()), device=logits.device)
+
+
+def _draw(probs: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """One draw per row; rows with a seed use their own generator so they are reproducible."""
+    if all(row.generator is None for row in rows):
+        return torch.multinomial(probs, 1).squeeze(1)
+    draws = [torch.multinomial(probs[i], 1, generator=row.generator) for i, row in enumerate(rows)]
+    return torch.cat(draws)
+
+
+def _sample(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    temperatures = torch.tensor([row.temperature for row in rows], device=logits.device)
+    logits = logits / temperatures.unsqueeze(1)
+    vocab = logits.shape[1]
+    if all(row.top_k <= 0 and row.top_p >= 1.0 for row in rows):
+        return _draw(torch.softmax(logits, dim=-1), rows)
+    widest = max(row.top_k if 0 < row.top_k < vocab else vocab for row in rows)
+    values, candidates = torch.topk(logits, widest, dim=-1)  # sorted, best first
+    for index, row in enumerate(rows):
+        if 0 < row.top_k < widest:
+            values[index, row.top_k :] = float("-inf")
+    probs = torch.softmax(values, dim=-1)
+    top_p = torch.tensor([row.top_p for row in rows], device=logits.device).unsqueeze(1)
+    # Keep the smallest prefix whose mass reaches top_p (the best candidate always stays).
+    outside = (probs.cumsum(dim=-1) - probs) >= top_p
+    probs = probs.masked_fill(outside, 0.0)
+    picked = _draw(probs, rows)
+    return candidates.gather(1, picked.unsqueeze(1)).squeeze(1)
+
+
+def sample_next(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> list[int]:
+    """The next token id of each row of ``logits`` ([batch, vocab])."""
+    logits = logits.float()
+    if any(row.penalised or row.logit_bias for row in rows):
+        logits = logits.clone()
+        _adjust(logits, rows, histories)
+    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
+    greedy = [i for i, row in enumerate(rows) if row.greedy]
+    sampled = [i for i, row in enumerate(rows) if not row.greedy]
+    if greedy:
+        tokens[greedy] = logits[greedy].argmax(dim=-1)
+    if sampled:
+        tokens[sampled] = _sample(logits[sampled], [rows[i] for i in sampled])
+    return [int(token) for token in tokens.tolist()]

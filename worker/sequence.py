@@ -1,0 +1,82 @@
+"""One request being decoded: its sampling, its text output and how it ends."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from shared.events import SessionStatus, usage_of
+from worker.reasoning import ReasoningSplitter
+from worker.sampler import RowSampling
+from worker.session_writer import SessionWriter
+
+
+@dataclass
+class Outcome:
+    status: SessionStatus
+    finish_reason: str
+    usage: dict[str, Any]
+
+
+class Sequence:
+    """Owned by the engine thread while it decodes; the job's thread waits on ``done``."""
+
+    def __init__(
+        self,
+        inputs: Any,
+        prompt_tokens: int,
+        max_new_tokens: int,
+        sampling: RowSampling,
+        splitter: ReasoningSplitter,
+        writer: SessionWriter,
+        eos_token_ids: frozenset[int],
+    ) -> None:
+        self.inputs = inputs
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.writer = writer
+        self._splitter = splitter
+        self._eos = eos_token_ids
+        self.generated: list[int] = []
+        self.next_position = 0
+        self.finish_reason: str | None = None
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def last_token(self) -> int:
+        return self.generated[-1]
+
+    def accept(self, token: int) -> None:
+        """Take the token sampled for this sequence and queue the text it completes."""
+        self.generated.append(token)
+        if token in self._eos:
+            self.finish_reason = "stop"
+            return
+        delta = self._splitter.push(token)
+        if delta:
+            self.writer.emit(self.writer.chunks.delta(delta.content, delta.reasoning))
+        if len(self.generated) >= self.max_new_tokens:
+            self.finish_reason = "length"
+
+    def cancel(self) -> None:
+        self.finish_reason = "cancelled"
+
+    def outcome(self) -> Outcome:
+        held_back = self._splitter.flush()
+        if held_back:
+            self.writer.emit(self.writer.chunks.delta(held_back.content, held_back.reasoning))
+        usage = usage_of(self.prompt_tokens, len(self.generated), self._splitter.reasoning_tokens)
+        reason = self.finish_reason or "stop"
+        status = SessionStatus.CANCELLED if reason == "cancelled" else SessionStatus.FINISHED
+        return Outcome(status, reason, usage)
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
