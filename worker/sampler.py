@@ -92,17 +92,30 @@ def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[
             logits[index, ids] += torch.tensor(list(row.logit_bias.values()), device=logits.device)
 
 
-def _draw(probs: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
-    """One draw per row; rows with a seed use their own generator so they are reproducible."""
+def _uniforms(rows: list[RowSampling], device: torch.device) -> torch.Tensor:
+    """One uniform number per row; rows with a seed draw from their own generator."""
     if all(row.generator is None for row in rows):
-        return torch.multinomial(probs, 1).squeeze(1)
-    draws = [torch.multinomial(probs[i], 1, generator=row.generator) for i, row in enumerate(rows)]
-    return torch.cat(draws)
+        return torch.rand(len(rows), 1, device=device)
+    draws = [torch.rand(1, generator=row.generator, device=device) for row in rows]
+    return torch.stack(draws)
+
+
+def _draw(probs: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """One draw per row from (unnormalised) probabilities, by inverting the CDF.
+
+    ``torch.multinomial`` over a 152k vocabulary costs ~3 ms per row on a CPU; a cumulative
+    sum and a binary search cost ~0.1 ms.
+    """
+    cdf = probs.cumsum(dim=-1)
+    targets = _uniforms(rows, probs.device) * cdf[:, -1:]
+    picked = torch.searchsorted(cdf, targets, right=True).squeeze(1)
+    return picked.clamp_(max=probs.shape[-1] - 1)
 
 
 def _sample(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """Sample every row; ``logits`` is scratch space and is overwritten."""
     temperatures = torch.tensor([row.temperature for row in rows], device=logits.device)
-    logits = logits / temperatures.unsqueeze(1)
+    logits.div_(temperatures.unsqueeze(1))
     vocab = logits.shape[1]
     if all(row.top_k <= 0 and row.top_p >= 1.0 for row in rows):
         return _draw(torch.softmax(logits, dim=-1), rows)
@@ -121,16 +134,20 @@ def _sample(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
 
 
 def sample_next(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> list[int]:
-    """The next token id of each row of ``logits`` ([batch, vocab])."""
+    """The next token id of each row of ``logits`` ([batch, vocab]), which it overwrites."""
+    # The adjustments and the sampling below work in place: copying [batch, vocab] logits
+    # costs as much as sampling them.
     logits = logits.float()
     if any(row.penalised or row.logit_bias for row in rows):
-        logits = logits.clone()
         _adjust(logits, rows, histories)
-    tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
     greedy = [i for i, row in enumerate(rows) if row.greedy]
-    sampled = [i for i, row in enumerate(rows) if not row.greedy]
-    if greedy:
+    if len(greedy) == len(rows):
+        tokens = logits.argmax(dim=-1)
+    elif not greedy:  # the common case: no copy of the [batch, vocab] logits
+        tokens = _sample(logits, rows)
+    else:
+        sampled = [i for i, row in enumerate(rows) if not row.greedy]
+        tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
         tokens[greedy] = logits[greedy].argmax(dim=-1)
-    if sampled:
         tokens[sampled] = _sample(logits[sampled], [rows[i] for i in sampled])
     return [int(token) for token in tokens.tolist()]

@@ -17,22 +17,22 @@ def logits(rows: int = 1) -> torch.Tensor:
 def test_greedy_takes_the_argmax() -> None:
     scores = logits(2)
     rows = [RowSampling(temperature=0.0, top_p=1.0, top_k=0)] * 2
-    assert sample_next(scores, rows, [[], []]) == scores.argmax(dim=-1).tolist()
+    assert sample_next(scores.clone(), rows, [[], []]) == scores.argmax(dim=-1).tolist()
 
 
 def test_top_k_one_is_greedy_and_top_k_limits_candidates() -> None:
     scores = logits()
-    assert sample_next(scores, [RowSampling(1.0, 1.0, 1)], [[]]) == [int(scores.argmax())]
+    assert sample_next(scores.clone(), [RowSampling(1.0, 1.0, 1)], [[]]) == [int(scores.argmax())]
     best5 = set(scores[0].topk(5).indices.tolist())
     for _ in range(50):
-        assert sample_next(scores, [RowSampling(1.0, 1.0, 5)], [[]])[0] in best5
+        assert sample_next(scores.clone(), [RowSampling(1.0, 1.0, 5)], [[]])[0] in best5
 
 
 def test_top_p_keeps_the_smallest_sufficient_prefix() -> None:
     scores = torch.full((1, VOCAB), -10.0)
     scores[0, 3], scores[0, 4] = 10.0, 9.0  # token 3 has most of the mass
     for _ in range(50):
-        assert sample_next(scores, [RowSampling(1.0, 0.5, 0)], [[]]) == [3]
+        assert sample_next(scores.clone(), [RowSampling(1.0, 0.5, 0)], [[]]) == [3]
 
 
 def test_rows_keep_their_own_settings() -> None:
@@ -40,7 +40,7 @@ def test_rows_keep_their_own_settings() -> None:
     rows = [RowSampling(0.0, 1.0, 0), RowSampling(1.0, 1.0, 3)]
     best3 = set(scores[1].topk(3).indices.tolist())
     for _ in range(20):
-        first, second = sample_next(scores, rows, [[], []])
+        first, second = sample_next(scores.clone(), rows, [[], []])
         assert first == int(scores[0].argmax()) and second in best3
 
 
@@ -50,20 +50,20 @@ def test_seeded_rows_are_reproducible_in_any_batch() -> None:
     def seeded(seed: int) -> RowSampling:
         return resolve(SamplingParams(max_new_tokens=1, temperature=1.0, seed=seed), None, CPU)
 
-    alone = sample_next(scores[:1], [seeded(5)], [[]])
-    together = sample_next(scores, [seeded(5), RowSampling(1.0, 1.0, 0), seeded(9)], [[], [], []])
+    alone = sample_next(scores[:1].clone(), [seeded(5)], [[]])
+    together = sample_next(scores.clone(), [seeded(5), RowSampling(1.0, 1.0, 0), seeded(9)], [[], [], []])
     assert together[0] == alone[0]
 
 
 def test_logit_bias_and_penalties() -> None:
     scores = logits()
     forced = RowSampling(0.0, 1.0, 0, logit_bias={42: 100.0})
-    assert sample_next(scores, [forced], [[]]) == [42]
+    assert sample_next(scores.clone(), [forced], [[]]) == [42]
     banned = RowSampling(0.0, 1.0, 0, logit_bias={int(scores.argmax()): -100.0})
-    assert sample_next(scores, [banned], [[]]) != [int(scores.argmax())]
+    assert sample_next(scores.clone(), [banned], [[]]) != [int(scores.argmax())]
     best = int(scores.argmax())
     repeated = RowSampling(0.0, 1.0, 0, presence_penalty=2.0, frequency_penalty=2.0)
-    assert sample_next(scores, [repeated], [[best, best]]) != [best]
+    assert sample_next(scores.clone(), [repeated], [[best, best]]) != [best]
 
 
 def test_defaults_come_from_the_checkpoint() -> None:
