@@ -39,12 +39,13 @@ class Event:
 
 async def follow(
     redis: Redis, store: SessionStore, session_id: str, after: int, attach_hold_seconds: float
-) -> AsyncGenerator[Event | None]:
+) -> AsyncGenerator[list[Event]]:
     """Yield the session's events with index > ``after``, ending with its end event.
 
-    Yields None whenever a blocking read times out, so that the caller can check on its
-    client. While following, it keeps the session marked as attached, which is what
-    auto-cancel watches.
+    Events come in batches, one per stream read (up to READ_BATCH): a replay or a burst
+    costs one read and one write to the client, not one per event. An empty batch means a
+    blocking read timed out, so that the caller can check on its client. While following,
+    it keeps the session marked as attached, which is what auto-cancel watches.
     """
     stream = keys.session_events(session_id)
     meta = keys.session_meta(session_id)
@@ -69,18 +70,19 @@ async def follow(
                 expired = error_object(
                     f"Session '{session_id}' has expired.", "not_found_error", "session_expired"
                 )
-                yield Event(last + 1, dumps(expired), True)
+                yield [Event(last + 1, dumps(expired), True)]
                 return
             ended = SessionStatus(str(status)).is_terminal
-            yield None
+            yield []
             continue
-        entries = cast(StreamsReply, response)[0][1]
-        for entry_id, fields in entries:
-            last = index_of_entry(entry_id)
-            end = END_FIELD in fields
-            yield Event(last, fields[DATA_FIELD], end)
-            if end:
-                return
+        batch = [
+            Event(index_of_entry(entry_id), fields[DATA_FIELD], END_FIELD in fields)
+            for entry_id, fields in cast(StreamsReply, response)[0][1]
+        ]
+        last = batch[-1].index
+        yield batch
+        if batch[-1].end:
+            return
 
 
 async def _has_ended(redis: Redis, meta_key: str) -> bool:

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sse_starlette import ServerSentEvent
 
 from api.completion import CompletionBuilder
 from api.deps import Services
 from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull, from_error_event
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
-from api.relay import follow
+from api.relay import Event, follow
 from api.session_store import SessionInfo
 from shared.events import format_event_id, parse_event_id
 from shared.jobs import GenerationJob
 
-DONE = "[DONE]"
+DONE_FRAME = b"data: [DONE]\n\n"
 # How long a follower keeps a session marked as attached after its last renewal.
 ATTACH_HOLD_SECONDS = 3.0
 
@@ -112,13 +111,14 @@ async def await_verdict(services: Services, session_id: str, http_request: Reque
     with its HTTP error instead of a stream that starts and fails. Returns False if the
     client left while waiting.
     """
-    events = follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS)
-    async with contextlib.aclosing(events):
-        async for event in events:
-            if event is None:
+    batches = follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS)
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            if not batch:
                 if await http_request.is_disconnected():
                     return False
                 continue
+            event = batch[0]
             if event.end:
                 payload = json.loads(event.data)
                 if "error" in payload:
@@ -127,24 +127,32 @@ async def await_verdict(services: Services, session_id: str, http_request: Reque
     return True
 
 
-async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[ServerSentEvent]:
-    async for event in follow(
+def render_sse(session_id: str, batch: list[Event]) -> bytes:
+    """SSE frames for a batch of events, written to the client in one piece.
+
+    Event data is single-line JSON, so each event is one ``id:`` and one ``data:`` line.
+    """
+    frames = (f"id: {format_event_id(session_id, e.index)}\ndata: {e.data}\n\n" for e in batch)
+    return "".join(frames).encode()
+
+
+async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[bytes]:
+    async for batch in follow(
         services.redis, services.store, session.session_id, session.after, ATTACH_HOLD_SECONDS
     ):
-        if event is not None:
-            yield ServerSentEvent(data=event.data, id=format_event_id(session.session_id, event.index))
-    yield ServerSentEvent(data=DONE)
+        if batch:
+            yield render_sse(session.session_id, batch)
+    yield DONE_FRAME
 
 
 async def collect(services: Services, session_id: str, http_request: Request) -> dict[str, Any] | None:
     """The whole completion, or None if the client left before it was done."""
     builder = CompletionBuilder()
-    async for event in follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS):
-        if event is None:
-            if await http_request.is_disconnected():
-                return None
-            continue
-        builder.add(event.data)
+    async for batch in follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS):
+        if not batch and await http_request.is_disconnected():
+            return None
+        for event in batch:
+            builder.add(event.data)
     info = await services.store.get(session_id)
     model, created = (info.model, info.created) if info else (services.settings.model_name, 0)
     return builder.build(session_id, model, created, info.usage if info else None)
