@@ -10,11 +10,9 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
 
 from shared.settings import Settings
+from worker.reasoning import THINK_END, THINK_START
 
 log = logging.getLogger(__name__)
-
-THINK_START = "<think>"
-THINK_END = "</think>"
 
 
 @dataclass
