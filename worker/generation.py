@@ -7,26 +7,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from shared.events import SessionStatus, usage_of
 from shared.jobs import GenerationJob, SamplingParams
 from worker.model import LoadedModel
-from worker.prompt import build_inputs, prompt_opens_reasoning
+from worker.output import OutputParser
+from worker.prompt import prompt_opens_reasoning
 from worker.reasoning import ReasoningSplitter, TextDelta
+from worker.sampling import SamplingProcessor, needs_processing, reseed
 from worker.session_writer import SessionWriter
+from worker.verdict import PreparedPrompt
 
 log = logging.getLogger(__name__)
 
 IM_START = "<|im_start|>"
-
-
-class InvalidRequest(Exception):
-    """The request cannot be served as asked (the client's fault, not the worker's)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass
@@ -40,14 +35,13 @@ class SessionStep(StoppingCriteria):
     """Called by ``generate()`` after every decoding step.
 
     It hands the new token to the session (one Redis round trip that also reads the
-    cancel flag) and stops generation as soon as a cancel has been requested.
+    cancel flag) and stops generation as soon as a cancel has been requested or the
+    answer reached a stop string.
     """
 
-    def __init__(
-        self, writer: SessionWriter, splitter: ReasoningSplitter, eos_token_ids: frozenset[int]
-    ) -> None:
+    def __init__(self, writer: SessionWriter, parser: OutputParser, eos_token_ids: frozenset[int]) -> None:
         self._writer = writer
-        self._splitter = splitter
+        self._parser = parser
         self._eos = eos_token_ids
         self.generated = 0
         self.last_token: int | None = None
@@ -63,19 +57,24 @@ class SessionStep(StoppingCriteria):
         self.generated += 1
         self.last_token = token
         if token not in self._eos:
-            self.emit(self._splitter.push(token))
-        cancelled = self._writer.flush()
-        return torch.full((input_ids.shape[0],), cancelled, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+            self.emit(self._parser.push(token))
+        done = self._writer.flush() or self._parser.stopped
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
-def sampling_kwargs(loaded: LoadedModel, sampling: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+def generate_kwargs(loaded: LoadedModel, sampling: SamplingParams, prompt: PreparedPrompt) -> dict[str, Any]:
+    """``generate()`` arguments; what the request leaves unset comes from the checkpoint's
+    generation_config."""
     defaults = loaded.generation_config
     temperature = sampling.temperature if sampling.temperature is not None else defaults.temperature
     do_sample = bool(temperature) and temperature > 0
+    repetition_penalty = sampling.repetition_penalty or defaults.repetition_penalty or 1.0
     kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
+        "max_new_tokens": prompt.max_new_tokens,
         "do_sample": do_sample,
         "pad_token_id": loaded.tokenizer.pad_token_id,
+        # Applied by SamplingProcessor with the other penalties, never twice.
+        "repetition_penalty": 1.0,
     }
     if do_sample:
         kwargs["temperature"] = temperature
@@ -83,59 +82,39 @@ def sampling_kwargs(loaded: LoadedModel, sampling: SamplingParams, max_new_token
         kwargs["top_k"] = sampling.top_k if sampling.top_k is not None else defaults.top_k
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    if sampling.repetition_penalty is not None:
-        kwargs["repetition_penalty"] = sampling.repetition_penalty
+    if needs_processing(sampling, repetition_penalty):
+        processor = SamplingProcessor(sampling, repetition_penalty, prompt.prompt_ids)
+        kwargs["logits_processor"] = LogitsProcessorList([processor])
     return kwargs
 
 
-@dataclass
-class PreparedPrompt:
-    """Model inputs of a request that passed every check the worker makes."""
-
-    inputs: Any
-    prompt_ids: list[int]
-    max_new_tokens: int
-
-
-def prepare(loaded: LoadedModel, job: GenerationJob) -> PreparedPrompt:
-    """Build the model inputs; raises InvalidRequest for a request that cannot be served."""
-    inputs = build_inputs(loaded, job.messages)
-    prompt_ids: list[int] = inputs["input_ids"][0].tolist()
-    room = loaded.max_context_tokens - len(prompt_ids)
-    if room <= 0:
-        raise InvalidRequest(
-            f"This model's maximum context length is {loaded.max_context_tokens} tokens, "
-            f"but the prompt has {len(prompt_ids)} tokens.",
-            param="messages",
-        )
-    return PreparedPrompt(inputs, prompt_ids, min(job.sampling.max_new_tokens, room))
+def finish_reason(step: SessionStep, parser: OutputParser, loaded: LoadedModel, max_new_tokens: int) -> str:
+    if parser.stopped or step.last_token in loaded.eos_token_ids:
+        return "stop"
+    return "length" if step.generated >= max_new_tokens else "stop"
 
 
 def generate(
     loaded: LoadedModel, job: GenerationJob, prompt: PreparedPrompt, writer: SessionWriter
 ) -> Outcome:
-    inputs, prompt_ids, max_new_tokens = prompt.inputs, prompt.prompt_ids, prompt.max_new_tokens
-    prompt_tokens = len(prompt_ids)
     im_start_id = loaded.tokenizer.convert_tokens_to_ids(IM_START)
     splitter = ReasoningSplitter(
         loaded.tokenizer,
         loaded.think_start_id,
         loaded.think_end_id,
-        in_reasoning=prompt_opens_reasoning(prompt_ids, loaded, im_start_id),
+        in_reasoning=prompt_opens_reasoning(prompt.prompt_ids, loaded, im_start_id),
     )
-    step = SessionStep(writer, splitter, loaded.eos_token_ids)
-    if job.sampling.seed is not None:
-        torch.manual_seed(job.sampling.seed)
+    parser = OutputParser(splitter, job.sampling.stop)
+    step = SessionStep(writer, parser, loaded.eos_token_ids)
+    reseed(job.sampling.seed)
     with torch.inference_mode():
         loaded.model.generate(
-            **inputs,
-            **sampling_kwargs(loaded, job.sampling, max_new_tokens),
+            **prompt.inputs,
+            **generate_kwargs(loaded, job.sampling, prompt),
             stopping_criteria=StoppingCriteriaList([step]),
         )
-    step.emit(splitter.flush())
-    usage = usage_of(prompt_tokens, step.generated, splitter.reasoning_tokens)
+    step.emit(parser.flush())
+    usage = usage_of(len(prompt.prompt_ids), step.generated, parser.reasoning_tokens)
     if writer.cancel_requested:
         return Outcome(SessionStatus.CANCELLED, "cancelled", usage)
-    if step.last_token not in loaded.eos_token_ids and step.generated >= max_new_tokens:
-        return Outcome(SessionStatus.FINISHED, "length", usage)
-    return Outcome(SessionStatus.FINISHED, "stop", usage)
+    return Outcome(SessionStatus.FINISHED, finish_reason(step, parser, loaded, prompt.max_new_tokens), usage)

@@ -15,10 +15,11 @@ import redis
 from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
-from worker.generation import InvalidRequest, generate, prepare
+from worker.generation import generate
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
+from worker.verdict import InvalidRequest, prepare
 
 log = logging.getLogger(__name__)
 
