@@ -63,11 +63,15 @@ def test_logit_bias_bans_and_forces(loaded: LoadedModel) -> None:
     assert generated_ids(loaded, temperature=1.0, seed=5, logit_bias={42: 100}) == [42] * 12
 
 
-def test_repetition_penalty_defaults_to_the_checkpoint(loaded: LoadedModel) -> None:
-    # The checkpoint sets none, so the default is neutral and no processor is installed.
-    prompt = prepare(loaded, job_for(temperature=0))
-    kwargs = generate_kwargs(loaded, job_for(temperature=0).sampling, prompt)
+def test_unset_parameters_come_from_the_checkpoint(loaded: LoadedModel) -> None:
+    job = job_for(temperature=1.0)
+    kwargs = generate_kwargs(loaded, job.sampling, prepare(loaded, job))
+    assert (kwargs["top_p"], kwargs["top_k"]) == (0.95, 20)  # its generation_config.json
+    # It sets no repetition penalty: neutral, so no processor is installed.
     assert kwargs["repetition_penalty"] == 1.0 and "logits_processor" not in kwargs
+    job = job_for(temperature=1.0, top_p=0.5, top_k=0)
+    kwargs = generate_kwargs(loaded, job.sampling, prepare(loaded, job))
+    assert (kwargs["top_p"], kwargs["top_k"]) == (0.5, 0)
 
 
 def test_the_same_seed_samples_the_same_tokens(loaded: LoadedModel) -> None:
