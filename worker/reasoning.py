@@ -72,7 +72,8 @@ class ReasoningSplitter:
         if marker is not None and marker in TRANSITIONS[self.phase]:
             delta = self._release_held()
             self._detokenizer = IncrementalDetokenizer(self._tokenizer)
-            self._enter(TRANSITIONS[self.phase][marker])
+            # Released text may itself have closed the block; then the marker changes nothing.
+            self._enter(TRANSITIONS[self.phase].get(marker, self.phase))
         else:
             delta = self._route(self._detokenizer.push(token_id))
         # A token counts as reasoning when it arrives inside the block or opens it; so the
