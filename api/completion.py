@@ -35,7 +35,7 @@ class CompletionBuilder:
     ) -> dict[str, Any]:
         if self.error is not None:
             raise self.error
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content), "refusal": None}
         reasoning = "".join(self.reasoning)
         if reasoning:
             message["reasoning_content"] = reasoning

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.errors import BadRequest
 from shared.jobs import ChatMessage, SamplingParams, TextPart
@@ -13,7 +13,9 @@ SESSION_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 
 # Fields of OpenAI's Chat Completions this server does not honour; sending them is a 400
-# that names them rather than a silently different answer.
+# that names them rather than a silently different answer. Fields that change nothing in
+# the output (user, metadata, store, service_tier, safety_identifier, prompt_cache_key,
+# ...) are ignored, as are unknown ones.
 UNSUPPORTED_FIELDS = (
     "tools",
     "tool_choice",
@@ -26,24 +28,25 @@ UNSUPPORTED_FIELDS = (
     "audio",
     "modalities",
     "prediction",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
+    "reasoning_effort",
+    "verbosity",
     "web_search_options",
+    "moderation",
 )
 # Values of those fields that ask for nothing, which clients often send explicitly.
 NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),
-    "presence_penalty": (0, 0.0),
-    "frequency_penalty": (0, 0.0),
+    "top_logprobs": (0,),
     "response_format": ({"type": "text"},),
     "tools": ([],),
     "tool_choice": ("none",),
     "modalities": (["text"],),
-    "logit_bias": ({},),
-    "stop": ([],),
 }
+MAX_STOP_SEQUENCES = 16
+LOGIT_BIAS_LIMIT = 100.0
+# torch's generators take seeds in this range.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
 class RequestPart(BaseModel):
@@ -74,10 +77,15 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    seed: int | None = None
+    # -1 and 0 both mean no top-k cut (vLLM's and transformers' conventions).
+    top_k: int | None = Field(None, ge=-1)
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    stop: str | list[str] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
     repetition_penalty: float | None = Field(None, gt=0.0)
-    n: int | None = Field(None, ge=1, le=1)
+    logit_bias: dict[str, float] | None = None
+    n: int | None = Field(None, ge=1)
     session_id: SessionId | None = None
 
     @model_validator(mode="after")
@@ -90,7 +98,43 @@ class ChatCompletionRequest(BaseModel):
                     param=name,
                     code="unsupported_parameter",
                 )
+        if self.n is not None and self.n > 1:
+            raise BadRequest(
+                "Only n=1 is supported: this server returns one choice per request.",
+                param="n",
+                code="unsupported_value",
+            )
+        if self.stream_options is not None and not self.stream:
+            raise BadRequest(
+                "'stream_options' is only allowed when 'stream' is true.", param="stream_options"
+            )
         return self
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise BadRequest(f"'stop' may hold at most {MAX_STOP_SEQUENCES} strings.", param="stop")
+        if any(not text for text in stops):
+            raise BadRequest("'stop' strings must not be empty.", param="stop")
+        return stop
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for key, value in (bias or {}).items():
+            if not key.isascii() or not key.isdigit():
+                raise BadRequest(
+                    f"'logit_bias' keys must be token ids (integers as strings), not {key!r}.",
+                    param="logit_bias",
+                )
+            if not -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT:
+                raise BadRequest(
+                    f"'logit_bias' values must be between -100 and 100; token {key} has {value}.",
+                    param="logit_bias",
+                )
+        return bias
 
 
 def _normalise_content(index: int, message: RequestMessage) -> list[TextPart]:
@@ -120,13 +164,23 @@ def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
 def to_sampling(
     request: ChatCompletionRequest, default_max_tokens: int, default_temperature: float
 ) -> SamplingParams:
-    max_tokens = request.max_completion_tokens or request.max_tokens or default_max_tokens
+    if request.max_completion_tokens is not None:
+        max_tokens, max_tokens_param = request.max_completion_tokens, "max_completion_tokens"
+    elif request.max_tokens is not None:
+        max_tokens, max_tokens_param = request.max_tokens, "max_tokens"
+    else:
+        max_tokens, max_tokens_param = default_max_tokens, None
     temperature = request.temperature if request.temperature is not None else default_temperature
     return SamplingParams(
         max_new_tokens=max_tokens,
+        max_tokens_param=max_tokens_param,
         temperature=temperature,
         top_p=request.top_p,
-        top_k=request.top_k,
+        top_k=0 if request.top_k == -1 else request.top_k,
         seed=request.seed,
         repetition_penalty=request.repetition_penalty,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        logit_bias={int(token): bias for token, bias in (request.logit_bias or {}).items()},
+        stop=[request.stop] if isinstance(request.stop, str) else list(request.stop or []),
     )

@@ -26,6 +26,10 @@ class SamplingParams(BaseModel):
     """Decoding settings; ``None`` means the checkpoint's own generation_config default."""
 
     max_new_tokens: int = Field(ge=1)
+    # The request field that set max_new_tokens (max_tokens or max_completion_tokens), or
+    # None for the server's default. An asked-for budget the context cannot hold is
+    # refused naming this field; the default one shrinks to fit instead.
+    max_tokens_param: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -35,7 +39,7 @@ class SamplingParams(BaseModel):
     frequency_penalty: float = 0.0
     # token id -> bias added to its logit, as in OpenAI's logit_bias
     logit_bias: dict[int, float] = Field(default_factory=dict)
-    # strings that end the answer; never emitted
+    # strings that end the answer (not the reasoning); never emitted
     stop: list[str] = Field(default_factory=list)
 
 

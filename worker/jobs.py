@@ -19,10 +19,11 @@ from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
 from worker.engine import Engine
-from worker.generation import InvalidRequest, prepare
+from worker.generation import build_sequence
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
+from worker.verdict import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         try:
             with runtime.prepare_lock:
-                sequence = prepare(runtime.loaded, job, writer)
+                sequence = build_sequence(runtime.loaded, job, writer)
         except InvalidRequest as error:
             # The first event is an error: the gateway answers the request with a 400.
             writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)

@@ -10,11 +10,9 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
+from worker.reasoning import THINK_END, THINK_START
 
 log = logging.getLogger(__name__)
-
-THINK_START = "<think>"
-THINK_END = "</think>"
 
 
 @dataclass
@@ -30,6 +28,7 @@ class LoadedModel:
     think_start_id: int
     think_end_id: int
     max_context_tokens: int
+    vocab_size: int  # token ids a request may name (logit_bias): those of the tokenizer
 
     @property
     def device(self) -> torch.device:
@@ -74,4 +73,5 @@ def load_model(settings: Settings) -> LoadedModel:
         think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),
         think_end_id=tokenizer.convert_tokens_to_ids(THINK_END),
         max_context_tokens=int(text_config.max_position_embeddings),
+        vocab_size=min(len(tokenizer), int(text_config.vocab_size)),
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from shared.jobs import SamplingParams
+from worker.sampling import apply_penalties, token_counts
 
 
 @dataclass
@@ -27,6 +28,8 @@ class RowSampling:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     generator: torch.Generator | None = None
+    prompt_ids: list[int] = field(default_factory=list)  # for the repetition penalty
+    _prompt_mask: torch.Tensor | None = None  # [vocab] bool, built at first use
 
     @property
     def greedy(self) -> bool:
@@ -37,7 +40,9 @@ class RowSampling:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
 
-def resolve(sampling: SamplingParams, defaults: object, device: torch.device) -> RowSampling:
+def resolve(
+    sampling: SamplingParams, defaults: object, device: torch.device, prompt_ids: list[int] | None = None
+) -> RowSampling:
     """Fill what a request left open from the checkpoint's generation_config."""
 
     def default(name: str, fallback: float) -> float:
@@ -65,31 +70,38 @@ def resolve(sampling: SamplingParams, defaults: object, device: torch.device) ->
         frequency_penalty=sampling.frequency_penalty,
         logit_bias=dict(sampling.logit_bias),
         generator=generator,
+        prompt_ids=list(prompt_ids or []),
     )
 
 
-def _penalise(logits: torch.Tensor, row: RowSampling, history: list[int]) -> None:
-    """OpenAI's presence/frequency penalties and the CTRL repetition penalty, in place."""
-    if not history:
-        return
-    ids = torch.tensor(history, device=logits.device)
-    seen, counts = torch.unique(ids, return_counts=True)
-    if row.repetition_penalty != 1.0:
-        scores = logits[seen]
-        logits[seen] = torch.where(
-            scores > 0, scores / row.repetition_penalty, scores * row.repetition_penalty
-        )
-    if row.frequency_penalty or row.presence_penalty:
-        logits[seen] -= counts.to(logits.dtype) * row.frequency_penalty + row.presence_penalty
+def _prompt_mask(row: RowSampling, vocab: int, device: torch.device) -> torch.Tensor:
+    if row._prompt_mask is None:
+        ids = torch.tensor([row.prompt_ids], dtype=torch.long, device=device)
+        row._prompt_mask = token_counts(ids, vocab)[0] > 0
+    return row._prompt_mask
 
 
 def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> None:
+    """Logit bias, then penalties, in place; only the rows that ask for them pay."""
+    device, vocab = logits.device, logits.shape[1]
     for index, row in enumerate(rows):
-        if row.penalised:
-            _penalise(logits[index], row, histories[index])
         if row.logit_bias:
-            ids = torch.tensor(list(row.logit_bias), device=logits.device)
-            logits[index, ids] += torch.tensor(list(row.logit_bias.values()), device=logits.device)
+            ids = torch.tensor(list(row.logit_bias), device=device)
+            logits[index, ids] += torch.tensor(list(row.logit_bias.values()), device=device)
+    penalised = [i for i, row in enumerate(rows) if row.penalised]
+    if not penalised:
+        return
+    chosen = [rows[i] for i in penalised]
+    longest = max(len(histories[i]) for i in penalised)
+    padded = [histories[i] + [-1] * (longest - len(histories[i])) for i in penalised]
+    logits[penalised] = apply_penalties(
+        logits[penalised],
+        torch.stack([_prompt_mask(row, vocab, device) for row in chosen]),
+        token_counts(torch.tensor(padded, dtype=torch.long, device=device), vocab),
+        torch.tensor([row.presence_penalty for row in chosen], device=device),
+        torch.tensor([row.frequency_penalty for row in chosen], device=device),
+        torch.tensor([row.repetition_penalty for row in chosen], device=device),
+    )
 
 
 def _uniforms(rows: list[RowSampling], device: torch.device) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.events import SessionStatus, usage_of
-from worker.reasoning import ReasoningSplitter
+from worker.output import OutputParser
 from worker.sampler import RowSampling
 from worker.session_writer import SessionWriter
 
@@ -28,7 +28,7 @@ class Sequence:
         prompt_tokens: int,
         max_new_tokens: int,
         sampling: RowSampling,
-        splitter: ReasoningSplitter,
+        parser: OutputParser,
         writer: SessionWriter,
         eos_token_ids: frozenset[int],
     ) -> None:
@@ -37,7 +37,7 @@ class Sequence:
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
         self.writer = writer
-        self._splitter = splitter
+        self._parser = parser
         self._eos = eos_token_ids
         self.generated: list[int] = []
         self.next_position = 0
@@ -59,20 +59,22 @@ class Sequence:
         if token in self._eos:
             self.finish_reason = "stop"
             return
-        delta = self._splitter.push(token)
+        delta = self._parser.push(token)
         if delta:
             self.writer.emit(self.writer.chunks.delta(delta.content, delta.reasoning))
-        if len(self.generated) >= self.max_new_tokens:
+        if self._parser.stopped:  # the answer reached a stop string
+            self.finish_reason = "stop"
+        elif len(self.generated) >= self.max_new_tokens:
             self.finish_reason = "length"
 
     def cancel(self) -> None:
         self.finish_reason = "cancelled"
 
     def outcome(self) -> Outcome:
-        held_back = self._splitter.flush()
+        held_back = self._parser.flush()
         if held_back:
             self.writer.emit(self.writer.chunks.delta(held_back.content, held_back.reasoning))
-        usage = usage_of(self.prompt_tokens, len(self.generated), self._splitter.reasoning_tokens)
+        usage = usage_of(self.prompt_tokens, len(self.generated), self._parser.reasoning_tokens)
         reason = self.finish_reason or "stop"
         status = SessionStatus.CANCELLED if reason == "cancelled" else SessionStatus.FINISHED
         return Outcome(status, reason, usage)

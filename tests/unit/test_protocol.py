@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from api.errors import BadRequest
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
@@ -27,15 +28,57 @@ def test_string_and_part_contents_become_text_parts() -> None:
 def test_sampling_defaults_and_precedence() -> None:
     sampling = to_sampling(request(), default_max_tokens=256, default_temperature=0.7)
     assert sampling.max_new_tokens == 256 and sampling.temperature == 0.7
-    assert sampling.top_p is None and sampling.top_k is None
+    assert sampling.max_tokens_param is None
+    assert sampling.top_p is None and sampling.top_k is None and sampling.repetition_penalty is None
+    assert sampling.presence_penalty == sampling.frequency_penalty == 0.0
+    assert sampling.stop == [] and sampling.logit_bias == {}
     both = to_sampling(request(max_tokens=10, max_completion_tokens=20, temperature=0), 256, 0.7)
     assert both.max_new_tokens == 20 and both.temperature == 0
+    assert both.max_tokens_param == "max_completion_tokens"
+    assert to_sampling(request(max_tokens=10), 256, 0.7).max_tokens_param == "max_tokens"
+
+
+def test_openai_sampling_fields_reach_the_job() -> None:
+    sampling = to_sampling(
+        request(
+            stop="END",
+            presence_penalty=1.5,
+            frequency_penalty=-0.5,
+            logit_bias={"151668": 100, "13": -7.5},
+            seed=2**64 - 1,
+            top_k=-1,
+            top_p=0.5,
+            repetition_penalty=1.1,
+        ),
+        256,
+        0.7,
+    )
+    assert sampling.stop == ["END"]
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (1.5, -0.5)
+    assert sampling.logit_bias == {151668: 100.0, 13: -7.5}
+    assert (sampling.seed, sampling.top_k, sampling.top_p) == (2**64 - 1, 0, 0.5)
+    assert sampling.repetition_penalty == 1.1
+    assert to_sampling(request(stop=["a", "b"]), 256, 0.7).stop == ["a", "b"]
 
 
 @pytest.mark.parametrize(
-    "field", [{"stop": "x"}, {"response_format": {"type": "json_object"}}, {"tool_choice": "auto"}]
+    "field",
+    [
+        {"response_format": {"type": "json_object"}},
+        {"tool_choice": "auto"},
+        {"logprobs": True},
+        {"top_logprobs": 2},
+        {"reasoning_effort": "low"},
+        {"n": 2},
+        {"stream_options": {"include_usage": True}},
+        {"stop": ""},
+        {"stop": ["x"] * 17},
+        {"logit_bias": {"abc": 1}},
+        {"logit_bias": {"-5": 1}},
+        {"logit_bias": {"5": 100.5}},
+    ],
 )
-def test_unsupported_fields_are_named(field: dict[str, object]) -> None:
+def test_refused_fields_are_named(field: dict[str, object]) -> None:
     with pytest.raises(BadRequest) as raised:
         request(**field)
     assert raised.value.param == next(iter(field))
@@ -43,7 +86,29 @@ def test_unsupported_fields_are_named(field: dict[str, object]) -> None:
 
 @pytest.mark.parametrize(
     "field",
-    [{"logprobs": False}, {"presence_penalty": 0}, {"response_format": {"type": "text"}}, {"user": "x"}],
+    [{"presence_penalty": 2.5}, {"frequency_penalty": -2.1}, {"seed": 2**64}, {"top_k": -2}, {"n": 0}],
+)
+def test_out_of_range_values_are_refused(field: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        request(**field)
+    assert raised.value.errors()[0]["loc"] == (next(iter(field)),)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"logprobs": False},
+        {"presence_penalty": 0},
+        {"response_format": {"type": "text"}},
+        {"user": "x"},
+        {"store": False},
+        {"metadata": {"a": "b"}},
+        {"service_tier": "auto"},
+        {"stop": None},
+        {"logit_bias": {}},
+        {"n": 1},
+        {"stream": True, "stream_options": {"include_usage": True}},
+    ],
 )
 def test_neutral_or_unknown_fields_pass(field: dict[str, object]) -> None:
     request(**field)

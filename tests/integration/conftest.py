@@ -1,0 +1,71 @@
+"""The tiny model loaded in-process, and a running engine writing to a real Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from shared.jobs import ChatMessage, GenerationJob, SamplingParams, TextPart
+from shared.settings import Settings
+from tests.processes import RedisServer
+from worker.engine import Engine
+from worker.generation import build_sequence
+from worker.model import LoadedModel, load_model
+from worker.sequence import Sequence
+from worker.session_writer import SessionScripts, SessionWriter
+
+
+@pytest.fixture(scope="session")
+def engine_settings(redis_server: RedisServer, tiny_model: str) -> Settings:
+    return Settings(
+        model_repo_id=tiny_model, device_map="cpu", torch_dtype="float32", redis_url=redis_server.url(14)
+    )
+
+
+@pytest.fixture(scope="session")
+def loaded(engine_settings: Settings) -> LoadedModel:
+    return load_model(engine_settings)
+
+
+@pytest.fixture
+def connection(engine_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(engine_settings.redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine(loaded: LoadedModel, connection: redis.Redis) -> Iterator[Engine]:
+    started = Engine(loaded, connection, max_batch=8)
+    started.start()
+    yield started
+    started.stop()
+
+
+def make_job(text: str = "Hello", **sampling: Any) -> GenerationJob:
+    return GenerationJob(
+        session_id=f"engine-{time.monotonic_ns()}",
+        model="tiny",
+        created=0,
+        messages=[ChatMessage(role="user", content=[TextPart(text=text)])],
+        sampling=SamplingParams(**{"max_new_tokens": 12, **sampling}),
+    )
+
+
+class SequenceFactory:
+    def __init__(self, loaded: LoadedModel, connection: redis.Redis, settings: Settings) -> None:
+        self.loaded, self._connection, self._settings = loaded, connection, settings
+
+    def __call__(self, job: GenerationJob) -> Sequence:
+        writer = SessionWriter(self._connection, SessionScripts(self._connection), self._settings, job)
+        return build_sequence(self.loaded, job, writer)
+
+
+@pytest.fixture
+def sequence_for(loaded: LoadedModel, connection: redis.Redis, engine_settings: Settings) -> SequenceFactory:
+    return SequenceFactory(loaded, connection, engine_settings)

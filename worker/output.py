@@ -1,0 +1,51 @@
+"""Turns one sequence's generated tokens into what its client sees, step by step.
+
+The reasoning splitter separates thinking from the answer, then the stop strings are
+matched on the answer only: a thinking model's reasoning freely contains the strings a
+client stops its answer on ("\n\n", "Observation:", a code fence), and stopping there
+would leave no answer at all. (vLLM matches stop strings on the whole output; this is a
+deliberate difference.) Pure logic, one instance per sequence, so that a batching decode
+loop can keep one per row.
+"""
+
+from __future__ import annotations
+
+from worker.reasoning import ReasoningSplitter, TextDelta
+from worker.stop import StopMatcher
+
+
+class OutputParser:
+    def __init__(self, splitter: ReasoningSplitter, stops: list[str]) -> None:
+        self._splitter = splitter
+        self._stops = StopMatcher(stops)
+        self.stopped_on: str | None = None  # the stop string that ended the answer
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self._splitter.reasoning_tokens
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_on is not None
+
+    def push(self, token_id: int) -> TextDelta:
+        """Add one generated token; after a stop string nothing more is emitted."""
+        if self.stopped:
+            return TextDelta()
+        return self._cut(self._splitter.push(token_id))
+
+    def flush(self) -> TextDelta:
+        """The output ended: release what is held back (a partial stop string included)."""
+        if self.stopped:
+            return TextDelta()
+        delta = self._cut(self._splitter.flush())
+        if self.stopped:
+            return delta
+        return delta + TextDelta(content=self._stops.flush())
+
+    def _cut(self, delta: TextDelta) -> TextDelta:
+        if not delta.content:
+            return delta
+        scan = self._stops.push(delta.content)
+        self.stopped_on = scan.stop
+        return TextDelta(delta.reasoning, scan.text)
