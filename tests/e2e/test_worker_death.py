@@ -77,3 +77,32 @@ def test_a_new_worker_serves_after_a_death(make_stack: StackFactory) -> None:
         f"{private.gateway.url}/v1/chat/completions", timeout=60, json={"messages": HELLO, "max_tokens": 2}
     )
     assert served.status_code == 200
+
+
+def test_two_workers_share_the_load(make_stack: StackFactory) -> None:
+    private = make_stack(workers=2, WORKER_MAX_BATCH="1")
+    assert private.gateway.health()["workers"] == 2
+    names = ["shared-a", "shared-b"]
+    body = {"messages": HELLO, "max_tokens": 20000, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        streams = [
+            http.send(
+                http.build_request(
+                    "POST", f"{private.gateway.url}/v1/chat/completions", json={**body, "session_id": name}
+                ),
+                stream=True,
+            )
+            for name in names
+        ]
+
+        def both_running() -> bool:
+            return all(private.redis.hget(f"qvl:session:{n}", "status") == "running" for n in names)
+
+        wait_until(both_running, 15, "both jobs to run")
+        # One job slot each: the two jobs can only run at once on two different workers.
+        workers = {private.redis.hget(f"qvl:session:{n}", "worker") for n in names}
+        assert len(workers) == 2
+        for name in names:
+            http.post(f"{private.gateway.url}/v1/cancel/{name}")
+        for stream in streams:
+            stream.close()
