@@ -11,6 +11,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from shared.events import SessionStatus, usage_of
 from shared.jobs import GenerationJob, SamplingParams
+from worker.errors import InvalidRequest
+from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
 from worker.prompt import build_inputs, prompt_opens_reasoning
 from worker.reasoning import ReasoningSplitter, TextDelta
@@ -19,14 +21,6 @@ from worker.session_writer import SessionWriter
 log = logging.getLogger(__name__)
 
 IM_START = "<|im_start|>"
-
-
-class InvalidRequest(Exception):
-    """The request cannot be served as asked (the client's fault, not the worker's)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass
@@ -97,9 +91,13 @@ class PreparedPrompt:
     max_new_tokens: int
 
 
-def prepare(loaded: LoadedModel, job: GenerationJob) -> PreparedPrompt:
-    """Build the model inputs; raises InvalidRequest for a request that cannot be served."""
-    inputs = build_inputs(loaded, job.messages)
+def prepare(loaded: LoadedModel, job: GenerationJob, media: MediaLoader) -> PreparedPrompt:
+    """Fetch and decode the media, build the model inputs.
+
+    Raises InvalidRequest for a request that cannot be served: bad media, or a prompt
+    (visual tokens included) longer than the context.
+    """
+    inputs = build_inputs(loaded, job.messages, media.load(job))
     prompt_ids: list[int] = inputs["input_ids"][0].tolist()
     room = loaded.max_context_tokens - len(prompt_ids)
     if room <= 0:

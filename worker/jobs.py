@@ -15,7 +15,9 @@ import redis
 from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
-from worker.generation import InvalidRequest, generate, prepare
+from worker.errors import InvalidRequest
+from worker.generation import generate, prepare
+from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
@@ -31,6 +33,7 @@ class WorkerRuntime:
     scripts: SessionScripts
     presence: Presence
     name: str
+    media: MediaLoader
 
 
 _runtime: WorkerRuntime | None = None
@@ -55,10 +58,11 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     runtime.presence.hold(job.session_id)
     try:
         try:
-            prompt = prepare(runtime.loaded, job)
+            prompt = prepare(runtime.loaded, job, runtime.media)
         except InvalidRequest as error:
             # The first event is an error: the gateway answers the request with a 400.
-            writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
+            log.info("session %s refused: %s", job.session_id, error)
+            writer.fail(str(error), "invalid_request_error", error.code, error.param)
             return {"status": SessionStatus.FAILED.value, "error": str(error)}
         writer.emit(writer.chunks.role())
         writer.flush()

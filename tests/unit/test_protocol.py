@@ -4,6 +4,7 @@ import pytest
 
 from api.errors import BadRequest
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
+from shared.jobs import TextPart
 
 
 def request(**fields: object) -> ChatCompletionRequest:
@@ -21,7 +22,7 @@ def test_string_and_part_contents_become_text_parts() -> None:
     )
     messages = to_messages(parsed)
     assert [m.role for m in messages] == ["system", "user"]
-    assert [p.text for p in messages[1].content] == ["a", "b"]
+    assert [p.text for p in messages[1].content if isinstance(p, TextPart)] == ["a", "b"]
 
 
 def test_sampling_defaults_and_precedence() -> None:
