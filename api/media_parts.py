@@ -51,7 +51,10 @@ class MediaLimits:
 
 def base64_size(text: str) -> int | None:
     """Bytes that ``text`` decodes to, or None when its length cannot be base64's."""
-    length = len(text) - sum(text.count(char) for char in _WHITESPACE)
+    length = len(text)
+    # `in` is a fast scan; counting is five times slower, so only when there is something to count.
+    if any(char in text for char in _WHITESPACE):
+        length -= sum(text.count(char) for char in _WHITESPACE)
     if length == 0 or length % 4:
         return None
     padding = text.rstrip()[-2:].count("=")
