@@ -8,6 +8,7 @@ from typing import Any
 from transformers.video_utils import VideoMetadata
 
 from shared.jobs import ChatMessage, TextPart
+from worker.errors import InvalidRequest
 from worker.media.loader import Media
 from worker.media.video import VideoClip
 from worker.model import LoadedModel
@@ -64,15 +65,36 @@ def processor_kwargs(media: list[Media]) -> dict[str, Any]:
 
 def build_inputs(loaded: LoadedModel, messages: list[ChatMessage], media: list[Media] | None = None) -> Any:
     media = media or []
-    inputs = loaded.processor.apply_chat_template(
-        template_messages(messages, media),
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-        return_tensors="pt",
-        processor_kwargs=processor_kwargs(media),
-    )
+    try:
+        inputs = loaded.processor.apply_chat_template(
+            template_messages(messages, media),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+            processor_kwargs=processor_kwargs(media),
+        )
+    except ValueError as error:
+        # The processor pairs each placeholder token with an image or video; text that
+        # writes the placeholder itself breaks the count.
+        raise InvalidRequest(f"The prompt could not be built: {error}", param="messages") from error
+    _refuse_orphan_placeholders(loaded, inputs)
     return inputs.to(loaded.device)
+
+
+def _refuse_orphan_placeholders(loaded: LoadedModel, inputs: Any) -> None:
+    """Placeholder tokens typed as text, with no image or video for them, would fail generate()."""
+    processor = loaded.processor
+    ids = inputs["input_ids"]
+    for token_id, pixels, name in (
+        (processor.image_token_id, "pixel_values", processor.image_token),
+        (processor.video_token_id, "pixel_values_videos", processor.video_token),
+    ):
+        if pixels not in inputs and bool((ids == token_id).any()):
+            raise InvalidRequest(
+                f"The messages contain the token {name}, which only stands for an image or video part.",
+                param="messages",
+            )
 
 
 def prompt_opens_reasoning(prompt_ids: list[int], loaded: LoadedModel, im_start_id: int) -> bool:

@@ -183,3 +183,14 @@ def test_every_limit_is_enforced_and_named(limited: Stack, media_server: MediaSe
     refused({"type": "video_url", "video_url": {"url": streamed}}, 400, "MAX_VIDEO_BYTES")
     refused(image_at(data_uri(image_bytes((400, 300), "L", "PNG"), "image/png")), 400, "MAX_IMAGE_PIXELS")
     refused({"type": "input_video", "b64_json": b64(long_video)}, 400, "MAX_VIDEO_SECONDS")
+
+
+@pytest.mark.parametrize("with_image", [True, False])
+def test_placeholder_tokens_typed_as_text_are_400(stack: Stack, with_image: bool) -> None:
+    content: list[Part] = [{"type": "text", "text": "<|image_pad|> and <|video_pad|>"}]
+    if with_image:
+        content.append(image_at(data_uri(PNG, "image/png")))
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
+    error = assert_openai_error(post(stack, body), 400)
+    assert error["param"] == "messages"
+    assert_still_serving(stack)
