@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
+from api.body_limit import BodySizeLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.job_queue import JobQueue
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
 
     app = FastAPI(title="Qwen3-VL inference gateway", lifespan=lifespan)
+    # Added first so that it runs inside CORS: a 413 still carries the CORS headers.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,

@@ -51,6 +51,12 @@ class NotFound(APIError):
     code = "not_found"
 
 
+class PayloadTooLarge(APIError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
 class QueueFull(APIError):
     status_code = 429
     error_type = "rate_limit_error"
@@ -69,7 +75,14 @@ class GenerationFailed(APIError):
     code = "generation_failed"
 
 
-_STATUS_TYPES = {400: BadRequest, 401: Unauthorized, 404: NotFound, 429: QueueFull, 503: NoWorker}
+_STATUS_TYPES = {
+    400: BadRequest,
+    401: Unauthorized,
+    404: NotFound,
+    413: PayloadTooLarge,
+    429: QueueFull,
+    503: NoWorker,
+}
 
 
 def from_error_event(error: dict[str, Any]) -> APIError:

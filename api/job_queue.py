@@ -30,7 +30,21 @@ class JobQueue:
         self._sync = redis.Redis.from_url(settings.redis_url)
         self._queue = Queue(settings.queue_name, connection=self._sync, serializer=JSONSerializer)
 
-    async def enqueue(self, job: GenerationJob, job_id: str) -> None:
+    async def enqueue(self, job: GenerationJob, job_id: str, inline_media: list[str] | None = None) -> None:
+        """Queue the job; its inline media go first to their own hash, read once by the worker.
+
+        Keeping megabytes of base64 out of the RQ job means they cross Redis once each way:
+        RQ would otherwise compress them on enqueue, rewrite them when the job ends and keep
+        them for the result TTL, and every ``Job.fetch`` (a cancel) would read them back.
+        """
+        if inline_media and job.inline_media_key:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(job.inline_media_key, mapping=dict(enumerate(inline_media)))
+            # Until a worker takes the job: at most the life of an open session.
+            pipe.expire(
+                job.inline_media_key, self._settings.job_timeout_seconds + self._settings.sessions_ttl_seconds
+            )
+            await pipe.execute()
         ttl = self._settings.sessions_ttl_seconds
         enqueue = partial(
             self._queue.enqueue,
@@ -55,6 +69,8 @@ class JobQueue:
             Job.fetch(job_id, connection=self._sync, serializer=JSONSerializer).cancel()
 
     async def cancel(self, job_id: str) -> None:
+        """Cancel a queued job; its inline media will never be read."""
+        await self._redis.delete(keys.job_inline_media(job_id))
         await to_thread.run_sync(self._cancel_job, job_id)
 
     def _cleanup_abandoned(self) -> None:

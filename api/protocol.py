@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.errors import BadRequest
-from shared.jobs import ChatMessage, SamplingParams, TextPart
+from api.media_parts import MediaCollector, MediaLimits
+from shared.jobs import ChatMessage, ContentPart, SamplingParams, TextPart
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
@@ -87,6 +88,8 @@ class ChatCompletionRequest(BaseModel):
     logit_bias: dict[str, float] | None = None
     n: int | None = Field(None, ge=1)
     session_id: SessionId | None = None
+    # Extension: fewer frames than MAX_VIDEO_FRAMES for every video of the request.
+    max_video_frames: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _refuse_unsupported_fields(self) -> ChatCompletionRequest:
@@ -137,28 +140,31 @@ class ChatCompletionRequest(BaseModel):
         return bias
 
 
-def _normalise_content(index: int, message: RequestMessage) -> list[TextPart]:
+def _normalise_content(index: int, message: RequestMessage, media: MediaCollector) -> list[ContentPart]:
     if message.content is None:
         raise BadRequest(f"messages[{index}].content is required.", param=f"messages[{index}].content")
     if isinstance(message.content, str):
         return [TextPart(text=message.content)]
-    parts: list[TextPart] = []
+    parts: list[ContentPart] = []
     for position, part in enumerate(message.content):
         where = f"messages[{index}].content[{position}]"
         if part.type != "text":
-            raise BadRequest(f"{where}: content part type '{part.type}' is not supported.", param=where)
-        if part.text is None:
+            parts.append(media.convert(where, part.type, part.model_extra or {}))
+        elif part.text is None:
             raise BadRequest(f"{where}: a text part needs 'text'.", param=where)
-        parts.append(TextPart(text=part.text))
+        else:
+            parts.append(TextPart(text=part.text))
     return parts
 
 
-def to_messages(request: ChatCompletionRequest) -> list[ChatMessage]:
+def to_messages(request: ChatCompletionRequest, limits: MediaLimits) -> tuple[list[ChatMessage], list[str]]:
+    """The job's messages, and the base64 payloads their inline images and videos refer to."""
+    media = MediaCollector(limits, max_frames=request.max_video_frames)
     messages = []
     for index, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role=role, content=_normalise_content(index, message)))
-    return messages
+        messages.append(ChatMessage(role=role, content=_normalise_content(index, message, media)))
+    return messages, media.inline
 
 
 def to_sampling(

@@ -16,9 +16,11 @@ from fastapi import Request
 from api.completion import CompletionBuilder
 from api.deps import Services
 from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull, from_error_event
+from api.media_parts import MediaLimits
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
 from api.relay import Event, follow
 from api.session_store import SessionInfo
+from shared import keys
 from shared.events import format_event_id, parse_event_id
 from shared.jobs import GenerationJob
 
@@ -82,22 +84,24 @@ async def open_session(
         return OpenedSession(session_id, after)
     session_id = session_id or new_session_id()
     settings = services.settings
+    job_id = uuid.uuid4().hex
+    messages, inline_media = to_messages(request, MediaLimits.from_settings(settings))
     job = GenerationJob(
         session_id=session_id,
         model=settings.model_name,
         created=int(time.time()),
-        messages=to_messages(request),
+        messages=messages,
         sampling=to_sampling(request, settings.max_tokens, settings.temperature),
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        inline_media_key=keys.job_inline_media(job_id) if inline_media else None,
     )
     await _ensure_capacity(services)
-    job_id = uuid.uuid4().hex
     if not await services.store.create(session_id, job_id, owner, job.model, job.created):
         # A concurrent request with the same session id won: follow its generation.
         await find_session(services, session_id, owner)
         return OpenedSession(session_id, after)
     try:
-        await services.queue.enqueue(job, job_id)
+        await services.queue.enqueue(job, job_id, inline_media)
     except Exception as error:
         await services.store.fail(session_id, "The job could not be queued.", only_if_dead=False)
         raise GenerationFailed("The job could not be queued.") from error

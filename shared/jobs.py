@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class TextPart(BaseModel):
@@ -12,7 +12,38 @@ class TextPart(BaseModel):
     text: str
 
 
-ContentPart = TextPart
+class MediaPart(BaseModel):
+    """An image or video, still undecoded: the worker fetches and decodes it.
+
+    Exactly one source: ``url`` (http or https, fetched by the worker) or ``inline``, the
+    field of the job's inline-media hash (``GenerationJob.inline_media_key``) holding the
+    base64 text the client sent, so that inline bytes never ride inside the RQ job itself.
+    """
+
+    url: str | None = None
+    inline: int | None = Field(None, ge=0)
+    # Where the part was in the request (``messages[1].content[2]``), for error messages.
+    param: str
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MediaPart:
+        if (self.url is None) == (self.inline is None):
+            raise ValueError("a media part needs exactly one of 'url' and 'inline'")
+        return self
+
+
+class ImagePart(MediaPart):
+    type: Literal["image"] = "image"
+
+
+class VideoPart(MediaPart):
+    type: Literal["video"] = "video"
+    # The client's frame budget for this video; the worker caps it at MAX_VIDEO_FRAMES.
+    max_frames: int | None = Field(None, ge=1)
+
+
+# The type names are the ones the checkpoint's chat template looks for.
+ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
 
 
 class ChatMessage(BaseModel):
@@ -50,6 +81,14 @@ class GenerationJob(BaseModel):
     messages: list[ChatMessage]
     sampling: SamplingParams
     include_usage: bool = False
+    # Redis hash of the request's inline (base64) media, read once by the worker.
+    inline_media_key: str | None = None
+
+    def media_parts(self) -> list[ImagePart | VideoPart]:
+        """The job's images and videos, in prompt order."""
+        return [
+            part for message in self.messages for part in message.content if not isinstance(part, TextPart)
+        ]
 
 
 # The RQ entry point, named by its import path so that the gateway never imports the worker.

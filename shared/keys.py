@@ -43,6 +43,15 @@ def live_workers() -> str:
     return f"{PREFIX}:workers"
 
 
+def job_inline_media(job_id: str) -> str:
+    """Hash: field ``n`` holds the base64 text of a job's ``n``-th inline image or video.
+
+    Written by the gateway before it enqueues the job, deleted by the worker once it has
+    read it (or by a cancel while queued); it expires with the session otherwise.
+    """
+    return f"{PREFIX}:job:{job_id}:media"
+
+
 def session_keys(session_id: str) -> list[str]:
     """The keys that together make up one session, in the order the scripts expect."""
     return [

@@ -20,6 +20,19 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     max_queue_depth: int = Field(1000, ge=1)
+    # The gateway parses JSON on its event loop: this bounds how long one body can hold it.
+    max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+
+    # Media (images and videos in content parts)
+    max_media_items: int = Field(16, ge=0)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_video_seconds: float = Field(600.0, gt=0)
+    media_fetch_timeout_seconds: float = Field(15.0, gt=0)
+    # Hosts (names or addresses) that media URLs may name even though they resolve to a
+    # loopback, private or link-local address; everything else must resolve to a public one.
+    allowed_media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Model
     model_repo_id: str = "Qwen/Qwen3-VL-2B-Thinking"
@@ -41,7 +54,7 @@ class Settings(BaseSettings):
     worker_name: str = ""
     worker_max_batch: int = Field(16, ge=1)
 
-    @field_validator("api_keys", "cors_allow_origins", mode="before")
+    @field_validator("api_keys", "cors_allow_origins", "allowed_media_hosts", mode="before")
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -13,6 +13,7 @@ import pytest
 import redis
 from redis import Redis
 
+from tests.media import MediaServer
 from tests.processes import ROOT, TINY_MODEL_DIR, Gateway, RedisServer, Worker, stack_env
 
 
@@ -118,3 +119,11 @@ def make_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFact
 @pytest.fixture
 def client(stack: Stack) -> openai.OpenAI:
     return stack.client()
+
+
+@pytest.fixture(scope="session")
+def media_server() -> Iterator[MediaServer]:
+    """A local HTTP server for media URLs (the stacks' workers may reach 127.0.0.1)."""
+    server = MediaServer()
+    yield server
+    server.stop()

@@ -112,6 +112,9 @@ def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "API_KEYS": "",
         "PYTHONUNBUFFERED": "1",
+        # The tests serve media from a local HTTP server, which the worker must be allowed to reach.
+        "ALLOWED_MEDIA_HOSTS": "127.0.0.1",
+        "MEDIA_FETCH_TIMEOUT_SECONDS": "3",
     }
     env.update(overrides)
     return env

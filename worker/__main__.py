@@ -16,6 +16,7 @@ from rq.serializers import JSONSerializer
 from shared.settings import Settings, get_settings
 from worker.engine import Engine
 from worker.jobs import WorkerRuntime, install
+from worker.media.loader import MediaLoader
 from worker.model import load_model
 from worker.presence import Presence
 from worker.rq_worker import GpuWorker, JobSlot
@@ -55,7 +56,9 @@ def main() -> None:
             slot.beat()
 
     presence = Presence(connection, settings, name, on_beat=beat_slots)
-    install(WorkerRuntime(settings, loaded, connection, SessionScripts(connection), presence, engine, name))
+    media = MediaLoader(connection, settings)
+    scripts = SessionScripts(connection)
+    install(WorkerRuntime(settings, loaded, connection, scripts, presence, engine, name, media))
     engine.start()
     # Announce the worker only once the model is loaded: /health's modelReady relies on it.
     presence.beat()
@@ -76,6 +79,7 @@ def main() -> None:
         slot.register_death()
     presence.stop()
     engine.stop()
+    media.close()
 
 
 if __name__ == "__main__":

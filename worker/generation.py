@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.jobs import GenerationJob
+from worker.media.loader import Media
 from worker.model import LoadedModel
 from worker.output import OutputParser
 from worker.prompt import prompt_opens_reasoning
@@ -15,9 +16,11 @@ from worker.verdict import prepare
 IM_START = "<|im_start|>"
 
 
-def build_sequence(loaded: LoadedModel, job: GenerationJob, writer: SessionWriter) -> Sequence:
-    """Raises InvalidRequest (worker.verdict) for a request that cannot be served."""
-    prompt = prepare(loaded, job)
+def build_sequence(
+    loaded: LoadedModel, job: GenerationJob, writer: SessionWriter, media: list[Media] | None = None
+) -> Sequence:
+    """Raises InvalidRequest (worker.errors) for a request that cannot be served."""
+    prompt = prepare(loaded, job, media)
     im_start_id = loaded.decoder.convert_tokens_to_ids(IM_START)
     splitter = ReasoningSplitter(
         loaded.decoder,

@@ -19,11 +19,12 @@ from shared.events import SessionStatus
 from shared.jobs import GenerationJob
 from shared.settings import Settings
 from worker.engine import Engine
+from worker.errors import InvalidRequest
 from worker.generation import build_sequence
+from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.session_writer import SessionScripts, SessionWriter
-from worker.verdict import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class WorkerRuntime:
     presence: Presence
     engine: Engine
     name: str
+    media: MediaLoader
     # Prompts are built one at a time: the processor's tokenizer is not thread-safe.
     prepare_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,11 +65,14 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     runtime.presence.hold(job.session_id)
     try:
         try:
+            # Fetching and decoding run in this job's thread, alongside the engine's steps.
+            media = runtime.media.load(job)
             with runtime.prepare_lock:
-                sequence = build_sequence(runtime.loaded, job, writer)
+                sequence = build_sequence(runtime.loaded, job, writer, media)
         except InvalidRequest as error:
             # The first event is an error: the gateway answers the request with a 400.
-            writer.fail(str(error), "invalid_request_error", "invalid_request", error.param)
+            log.info("session %s refused: %s", job.session_id, error)
+            writer.fail(str(error), "invalid_request_error", error.code, error.param)
             return {"status": SessionStatus.FAILED.value, "error": str(error)}
         writer.emit(writer.chunks.role())
         writer.flush()

@@ -10,16 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.jobs import GenerationJob, SamplingParams
+from worker.errors import InvalidRequest
+from worker.media.loader import Media
 from worker.model import LoadedModel
 from worker.prompt import build_inputs
-
-
-class InvalidRequest(Exception):
-    """The request cannot be served as asked (the client's fault, not the worker's)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass
@@ -66,10 +60,14 @@ def completion_budget(max_context_tokens: int, prompt_tokens: int, sampling: Sam
     return min(asked, room)
 
 
-def prepare(loaded: LoadedModel, job: GenerationJob) -> PreparedPrompt:
-    """Build the model inputs; raises InvalidRequest for a request that cannot be served."""
+def prepare(loaded: LoadedModel, job: GenerationJob, media: list[Media] | None = None) -> PreparedPrompt:
+    """Build the model inputs from the messages and their decoded media (in prompt order).
+
+    Raises InvalidRequest for a request that cannot be served: a prompt (visual tokens
+    included) longer than the context, a token budget that does not fit, bad logit_bias.
+    """
     check_logit_bias(loaded, job.sampling)
-    inputs = build_inputs(loaded, job.messages)
+    inputs = build_inputs(loaded, job.messages, media)
     prompt_ids: list[int] = inputs["input_ids"][0].tolist()
     budget = completion_budget(loaded.max_context_tokens, len(prompt_ids), job.sampling)
     return PreparedPrompt(inputs, prompt_ids, budget)

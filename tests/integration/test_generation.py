@@ -9,9 +9,10 @@ import pytest
 
 from tests.integration.conftest import SequenceFactory, make_job
 from worker.engine import Engine
+from worker.errors import InvalidRequest
 from worker.model import LoadedModel
 from worker.sampler import resolve
-from worker.verdict import InvalidRequest, prepare
+from worker.verdict import prepare
 
 NEWLINE = 198
 

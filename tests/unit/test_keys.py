@@ -19,3 +19,9 @@ def test_session_keys_are_distinct_and_share_the_prefix() -> None:
 
 def test_sessions_do_not_share_keys() -> None:
     assert not set(keys.session_keys("a")) & set(keys.session_keys("b")) - {keys.active_sessions()}
+
+
+def test_inline_media_of_a_job_has_its_own_key() -> None:
+    assert keys.job_inline_media("j1") != keys.job_inline_media("j2")
+    assert keys.job_inline_media("j1").startswith(f"{keys.PREFIX}:")
+    assert keys.job_inline_media("j1") not in keys.session_keys("j1")

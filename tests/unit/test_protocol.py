@@ -4,7 +4,11 @@ import pytest
 from pydantic import ValidationError
 
 from api.errors import BadRequest
+from api.media_parts import MediaLimits
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
+from shared.jobs import TextPart
+
+LIMITS = MediaLimits(max_items=4, max_image_bytes=1000, max_video_bytes=2000)
 
 
 def request(**fields: object) -> ChatCompletionRequest:
@@ -20,9 +24,10 @@ def test_string_and_part_contents_become_text_parts() -> None:
             ]
         }
     )
-    messages = to_messages(parsed)
+    messages, inline = to_messages(parsed, LIMITS)
+    assert inline == []
     assert [m.role for m in messages] == ["system", "user"]
-    assert [p.text for p in messages[1].content] == ["a", "b"]
+    assert [p.text for p in messages[1].content if isinstance(p, TextPart)] == ["a", "b"]
 
 
 def test_sampling_defaults_and_precedence() -> None:

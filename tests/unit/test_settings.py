@@ -38,3 +38,16 @@ def test_comma_separated_lists(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
     assert settings.api_keys == ["a", "b", "c"]
     assert settings.model_name == settings.model_repo_id
+
+
+def test_media_limits_have_defaults_and_read_host_lists(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.chdir(str(tmp_path))
+    monkeypatch.setenv("ALLOWED_MEDIA_HOSTS", "media.internal, 10.0.0.0/8 ,127.0.0.1")
+    settings = Settings()
+    assert settings.allowed_media_hosts == ["media.internal", "10.0.0.0/8", "127.0.0.1"]
+    assert settings.max_request_body_bytes == 32 * 1024 * 1024
+    assert settings.max_image_bytes == 20 * 1024 * 1024 and settings.max_video_bytes == 100 * 1024 * 1024
+    assert settings.max_media_items == 16 and settings.max_image_pixels == 40_000_000
+    assert settings.max_video_seconds == 600 and settings.media_fetch_timeout_seconds == 15

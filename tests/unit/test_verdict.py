@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.jobs import SamplingParams
-from worker.verdict import InvalidRequest, completion_budget
+from worker.errors import InvalidRequest
+from worker.verdict import completion_budget
 
 
 def asked(max_new_tokens: int, param: str | None) -> SamplingParams:
