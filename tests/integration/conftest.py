@@ -14,6 +14,7 @@ from shared.settings import Settings
 from tests.processes import RedisServer
 from worker.engine import Engine
 from worker.generation import build_sequence
+from worker.media.loader import Media
 from worker.model import LoadedModel, load_model
 from worker.sequence import Sequence
 from worker.session_writer import SessionScripts, SessionWriter
@@ -61,9 +62,9 @@ class SequenceFactory:
     def __init__(self, loaded: LoadedModel, connection: redis.Redis, settings: Settings) -> None:
         self.loaded, self._connection, self._settings = loaded, connection, settings
 
-    def __call__(self, job: GenerationJob) -> Sequence:
+    def __call__(self, job: GenerationJob, media: list[Media] | None = None) -> Sequence:
         writer = SessionWriter(self._connection, SessionScripts(self._connection), self._settings, job)
-        return build_sequence(self.loaded, job, writer)
+        return build_sequence(self.loaded, job, writer, media)
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+from PIL import Image
 
-from shared.jobs import GenerationJob
+from shared.jobs import GenerationJob, ImagePart
 from tests.integration.conftest import SequenceFactory, make_job
 from worker.engine import Engine
+from worker.media.loader import Media
 from worker.model import LoadedModel
 from worker.sequence import Outcome
 from worker.verdict import prepare
@@ -81,3 +83,34 @@ def test_same_seed_same_output(loaded: LoadedModel, sequence_for: SequenceFactor
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
+
+
+def test_image_prompts_batch_with_text_and_match_generate(
+    loaded: LoadedModel, sequence_for: SequenceFactory, engine: Engine
+) -> None:
+    # An image shifts the 3D rotary positions of everything after it (rope deltas): a
+    # row decoded in a batch must still get its own positions.
+    image = Image.radial_gradient("L").convert("RGB").resize((96, 64))
+    with_image = make_job("Describe", max_new_tokens=30, temperature=0.0)
+    url_part = ImagePart(url="http://media.test/picture.png", param="messages[0].content[1]")
+    with_image.messages[0].content.append(url_part)
+    text_only = job(PROMPTS[1], 30, temperature=0.0)
+    media: list[list[Media]] = [[image], []]
+    sequences = [sequence_for(with_image, media[0]), sequence_for(text_only)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(engine.run, sequences))
+    for request, sequence, items in zip([with_image, text_only], sequences, media, strict=True):
+        prompt = prepare(loaded, request, items)
+        with torch.inference_mode():
+            output = loaded.model.generate(
+                **prompt.inputs,
+                max_new_tokens=30,
+                min_new_tokens=30,
+                do_sample=False,
+                top_p=None,
+                top_k=None,
+                temperature=None,
+            )
+        expected = [int(t) for t in output[0, len(prompt.prompt_ids) :].tolist()]
+        assert sequence.generated == expected[: len(sequence.generated)]
+        assert sequence.generated
