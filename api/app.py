@@ -25,7 +25,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        # Every follower holds a connection in a blocking XREAD: the pool must hold them all.
+        redis = Redis.from_url(
+            settings.redis_url, decode_responses=True, max_connections=settings.gateway_redis_connections
+        )
         services = Services(settings, redis, SessionStore(redis, settings), JobQueue(settings, redis))
         app.state.services = services
         reaper = asyncio.create_task(Reaper(redis, services.store, services.queue, settings).run())

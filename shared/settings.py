@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     max_queue_depth: int = Field(1000, ge=1)
+    # One per concurrent stream follower (blocking reads) plus a few; Redis allows 10,000.
+    gateway_redis_connections: int = Field(5000, ge=10)
     # The gateway parses JSON on its event loop: this bounds how long one body can hold it.
     max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
