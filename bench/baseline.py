@@ -34,6 +34,7 @@ def run_baseline(placement: Placement, workload: Workload, runs: int) -> Baselin
         f"--temperature={workload.temperature}",
         f"--top-p={workload.top_p}",
         f"--top-k={workload.top_k}",
+        f"--length-forcing={workload.length_forcing}",
     ]
     env = {**os.environ, **placement.env()}
     done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)

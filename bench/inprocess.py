@@ -2,7 +2,7 @@
 
 It builds the prompt and the sampling arguments with the worker's own functions, so it
 asks the model for exactly what a request to the service asks, and forces the full
-output length (``min_new_tokens``). Runs in its own process so that it gets the same
+output length (see ``Workload.exact_length``). Runs in its own process so that it gets the same
 thread settings as the servers' model processes::
 
     python -m bench.inprocess --model DIR --max-tokens 64 --runs 10
@@ -25,7 +25,7 @@ import torch
 
 from bench.results import BaselineResult
 from bench.stats import Percentiles
-from bench.workload import DEFAULT_PROMPT, Workload
+from bench.workload import DEFAULT_PROMPT, LENGTH_FORCINGS, Workload
 from shared.jobs import ChatMessage, SamplingParams, TextPart
 from shared.settings import Settings
 from worker.generation import sampling_kwargs
@@ -72,9 +72,10 @@ def generate_once(loaded: LoadedModel, workload: Workload) -> Run:
         top_k=workload.top_k,
     )
     kwargs: dict[str, Any] = sampling_kwargs(loaded, sampling, workload.max_tokens)
+    kwargs.update(workload.exact_length(workload.max_tokens))
     clock = TokenClock()
     with torch.inference_mode():
-        loaded.model.generate(**inputs, **kwargs, min_new_tokens=workload.max_tokens, streamer=clock)
+        loaded.model.generate(**inputs, **kwargs, streamer=clock)
     return Run(start, time.perf_counter(), clock.times, int(inputs["input_ids"].shape[1]))
 
 
@@ -107,9 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--length-forcing", choices=LENGTH_FORCINGS, default="eos-off")
     args = parser.parse_args(argv)
     settings = Settings(model_repo_id=str(args.model), device_map=args.device, torch_dtype=args.dtype)
-    workload = Workload(args.prompt, args.max_tokens, args.temperature, args.top_p, args.top_k)
+    workload = Workload(
+        args.prompt, args.max_tokens, args.temperature, args.top_p, args.top_k, args.length_forcing
+    )
     result = measure(load_model(settings), workload, args.runs)
     print(json.dumps(dataclasses.asdict(result)))
 

@@ -76,13 +76,13 @@ class TransformersServe(Process):
 
     def _extra_body(self, workload: Workload, max_tokens: int) -> dict[str, Any]:
         # Its `generation_config` field replaces the checkpoint's whole generation config,
-        # which is how it can be given top_k and an exact length (min_new_tokens).
+        # which is how it can be given top_k and an exact length.
         config = {
             **self._generation_defaults,
             "do_sample": workload.temperature > 0,
             **workload.sampling(),
             "max_new_tokens": max_tokens,
-            "min_new_tokens": max_tokens,
+            **workload.exact_length(max_tokens),
         }
         return {"generation_config": json.dumps(config)}
 

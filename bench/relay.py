@@ -169,59 +169,81 @@ async def write_steadily(live: LiveSessions, rate: float, seconds: float) -> int
     return ticks
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    """How the writing went, and the CPU both sides used meanwhile."""
+
+    ticks: int
+    written_in: float
+    drained_in: float
+    gateway_cpu: float | None
+    client_cpu: float
+
+
 async def measure_live(
     base_url: str, redis_url: str, gateway_pid: int, clients: int, sessions: int, rate: float, seconds: float
 ) -> LiveRelayResult:
     """``clients`` followers spread over ``sessions`` running sessions fed at ``rate`` events/s each."""
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    session_ids = [f"bench-live-{uuid.uuid4().hex[:12]}" for _ in range(sessions)]
-    live = LiveSessions(redis, session_ids)
-    await live.open()
-    arrivals = Arrivals(clients)
     log.info("live relay: %d clients on %d sessions, %g events/s each, %gs", clients, sessions, rate, seconds)
+    redis = Redis.from_url(redis_url, decode_responses=True)
     try:
+        live = LiveSessions(redis, [f"bench-live-{uuid.uuid4().hex[:12]}" for _ in range(sessions)])
+        await live.open()
         async with http_client(clients + 8, DRAIN_TIMEOUT_SECONDS + seconds) as client:
+            arrivals = Arrivals(clients)
             tasks = [
                 asyncio.create_task(
-                    follow_session(client, base_url, session_ids[n % sessions], arrivals.arrive, stamped=True)
+                    follow_session(client, base_url, live.session_ids[n % sessions], arrivals.arrive, True)
                 )
                 for n in range(clients)
             ]
             try:
                 await arrivals.wait(CONNECT_TIMEOUT_SECONDS)
-                cpu = CpuClock(gateway_pid)
-                start = time.perf_counter()
-                ticks = await write_steadily(live, rate, seconds)
-                written_in = time.perf_counter() - start
-                await live.finish()
-                await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_SECONDS)
-                drained_in = time.perf_counter() - start
-                gateway_cpu, client_cpu = cpu.spent()
+                run = await _write_then_drain(live, tasks, gateway_pid, rate, seconds)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            follows = [_outcome(task) for task in tasks]
     finally:
         await redis.aclose()
-    expected_per_client = ticks + 2  # role, the deltas, finish
+    return _live_result([_outcome(task) for task in tasks], run, sessions, rate, seconds)
+
+
+async def _write_then_drain(
+    live: LiveSessions, tasks: list[asyncio.Task[Follow]], gateway_pid: int, rate: float, seconds: float
+) -> LiveRun:
+    cpu = CpuClock(gateway_pid)
+    start = time.perf_counter()
+    ticks = await write_steadily(live, rate, seconds)
+    written_in = time.perf_counter() - start
+    await live.finish()
+    await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_SECONDS)
+    drained_in = time.perf_counter() - start
+    gateway_cpu, client_cpu = cpu.spent()
+    return LiveRun(ticks, written_in, drained_in, gateway_cpu, client_cpu)
+
+
+def _live_result(
+    follows: list[Follow], run: LiveRun, sessions: int, rate: float, seconds: float
+) -> LiveRelayResult:
+    expected_per_client = run.ticks + 2  # role, the deltas, finish
     problems = [f.problem(expected_per_client) for f in follows if not f.complete(expected_per_client)]
     delivered = sum(len(f.lags) for f in follows)
     return LiveRelayResult(
-        clients=clients,
+        clients=len(follows),
         sessions=sessions,
         rate_per_session=rate,
         seconds=seconds,
-        written_events=ticks * sessions,
-        expected_events=ticks * clients,
+        written_events=run.ticks * sessions,
+        expected_events=run.ticks * len(follows),
         delivered_events=delivered,
-        offered_per_s=ticks * clients / written_in,
-        delivered_per_s=delivered / drained_in,
+        offered_per_s=run.ticks * len(follows) / run.written_in,
+        delivered_per_s=delivered / run.drained_in,
         failures=len(problems),
         lag_ms=Percentiles.of_seconds([lag for f in follows for lag in f.lags]),
         first_error=problems[0] if problems else None,
-        gateway_cpu_s=gateway_cpu,
-        client_cpu_s=client_cpu,
+        gateway_cpu_s=run.gateway_cpu,
+        client_cpu_s=run.client_cpu,
     )
 
 

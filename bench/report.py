@@ -16,11 +16,12 @@ LATENCY_HEADERS = ["TTFT p50", "TTFT p95", "ITL p50", "ITL p95"]
 CPU_HEADERS = ["gateway CPU s", "bench CPU s"]
 
 
-def cell(value: Cell, digits: int = 1) -> str:
+def cell(value: Cell) -> str:
+    """Floats below 10 (ratios, short latencies) get two decimals, others one."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.{digits}f}"
+        return f"{value:,.{2 if abs(value) < 10 else 1}f}"
     if isinstance(value, int):
         return f"{value:,}"
     return value
@@ -59,8 +60,8 @@ def _settings(results: BenchResults) -> str:
             f"process; {s['cpus']} CPUs on this machine",
             f"prompt {cell(s.get('prompt_tokens'))} tokens, output {s['max_tokens']} tokens, "
             f"sampling: {s['sampling']}",
-            "end-of-sequence ignored by the baseline and transformers serve (min_new_tokens); our "
-            "server's output counted from usage",
+            f"exact output length in the baseline and transformers serve ({s['length_forcing']}); "
+            "our server's output counted from usage",
             "latencies in ms; TTFT: first chunk with text; ITL: between chunks with text",
         ]
     )
@@ -107,15 +108,13 @@ def _level_cells(level: LevelResult) -> list[Cell]:
 def _versus(ours: LevelResult | None, level: LevelResult) -> Cell:
     if ours is None or ours is level or not level.tokens_per_s:
         return None
-    return round(ours.tokens_per_s / level.tokens_per_s, 2)
+    return ours.tokens_per_s / level.tokens_per_s
 
 
 def _ratios(results: BenchResults) -> str:
     if not results.ratios:
         return ""
-    rows: list[list[Cell]] = [
-        [r.name, round(r.value, 2) if r.value is not None else None] for r in results.ratios
-    ]
+    rows: list[list[Cell]] = [[r.name, r.value] for r in results.ratios]
     return "Ratios\n" + table(["ratio", "value"], rows)
 
 

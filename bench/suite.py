@@ -133,6 +133,7 @@ def settings_of(plan: Plan) -> dict[str, Any]:
         "max_tokens": workload.max_tokens,
         "sampling": workload.describe_sampling(),
         "sampling_params": workload.sampling(),
+        "length_forcing": workload.length_forcing,
         "levels": plan.levels,
         "requests_per_level": plan.requests,
         "baseline_runs": plan.baseline_runs,
