@@ -23,7 +23,7 @@ from bench.load import measure_server
 from bench.peer import TransformersServe, peer_name
 from bench.relay import measure_live, measure_replay
 from bench.results import BenchResults, ServerResult
-from bench.stack import Placement, our_stack
+from bench.stack import OurStack, Placement, our_stack
 from bench.workload import Workload
 from tests.processes import ROOT, TINY_MODEL_DIR
 
@@ -81,16 +81,17 @@ def _run_ours(plan: Plan, results: BenchResults) -> None:
             results.servers.append(server)
         if plan.runs("relay"):
             stack.stop_worker()
-            relay, url, redis_url = plan.relay, stack.gateway.url, stack.redis.url()
-            pid = stack.gateway.popen.pid
-            results.replay = asyncio.run(
-                measure_replay(
-                    url, redis_url, pid, relay.replay_events, relay.replay_runs, relay.replay_clients
-                )
-            )
-            results.live = asyncio.run(
-                measure_live(url, redis_url, pid, relay.clients, relay.sessions, relay.rate, relay.seconds)
-            )
+            _run_relay(plan.relay, stack, results)
+
+
+def _run_relay(relay: RelayPlan, stack: OurStack, results: BenchResults) -> None:
+    url, redis_url, pid = stack.gateway.url, stack.redis.url(), stack.gateway.popen.pid
+    results.replay = asyncio.run(
+        measure_replay(url, redis_url, pid, relay.replay_events, relay.replay_runs, relay.replay_clients)
+    )
+    results.live = asyncio.run(
+        measure_live(url, redis_url, pid, relay.clients, relay.sessions, relay.rate, relay.seconds)
+    )
 
 
 def _run_peer(plan: Plan, continuous_batching: bool) -> ServerResult:
