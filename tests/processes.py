@@ -54,6 +54,14 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def wait_or_stop(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait until the process is ready; stop it if it never gets there or the wait is cut short."""
+        try:
+            wait_until(condition, timeout, what)
+        except BaseException:
+            self.stop()
+            raise
+
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -85,7 +93,7 @@ class RedisServer(Process):
             f"redis-{self.port}",
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         )
-        wait_until(self._answers, 10, "redis-server")
+        self.wait_or_stop(self._answers, 10, "redis-server")
 
     def _answers(self) -> bool:
         try:
@@ -129,7 +137,7 @@ class Gateway(Process):
             [sys.executable, "-m", "api"],
             {**env, "PORT": str(self.port), "HOST": "127.0.0.1"},
         )
-        wait_until(self._healthy, 30, f"gateway on {self.url}")
+        self.wait_or_stop(self._healthy, 30, f"gateway on {self.url}")
 
     def _healthy(self) -> bool:
         if not self.alive:

@@ -1,0 +1,77 @@
+"""Our service as real processes: redis-server, the gateway and one worker, on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.load import Target
+from bench.workload import Workload
+from tests.processes import Gateway, RedisServer, Worker, stack_env
+
+log = logging.getLogger(__name__)
+
+NAME = "ours"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how every model process of the run computes."""
+
+    model_dir: Path
+    device: str
+    dtype: str
+    threads: int
+
+    def env(self) -> dict[str, str]:
+        return {
+            "OMP_NUM_THREADS": str(self.threads),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
+
+@dataclass
+class OurStack:
+    redis: RedisServer
+    gateway: Gateway
+    worker: Worker
+
+    def target(self) -> Target:
+        return Target(NAME, self.gateway.url, "bench", ours_extra_body)
+
+    def stop_worker(self) -> None:
+        """Leave the gateway alone on the machine (for the relay measurements)."""
+        self.worker.stop()
+
+
+def ours_extra_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
+    # The API cannot disable the end-of-sequence stop; output is counted from usage instead.
+    return {"top_k": workload.top_k, "stream_options": {"include_usage": True}}
+
+
+@contextlib.contextmanager
+def our_stack(placement: Placement) -> Iterator[OurStack]:
+    """Start everything; stop everything on the way out, whatever happened."""
+    with contextlib.ExitStack() as stack:
+        log.info("starting redis-server, the gateway and a worker")
+        redis = RedisServer()
+        stack.callback(redis.stop)
+        env = stack_env(
+            redis.url(),
+            MODEL_REPO_ID=str(placement.model_dir),
+            DEVICE_MAP=placement.device,
+            TORCH_DTYPE=placement.dtype,
+            WORKER_LEASE_SECONDS="5",
+            **placement.env(),
+        )
+        gateway = Gateway(env, name="bench-gateway")
+        stack.callback(gateway.stop)
+        worker = Worker(env, name="bench-worker")
+        stack.callback(worker.stop)
+        worker.wait_ready(gateway)
+        yield OurStack(redis, gateway, worker)
