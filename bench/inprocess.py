@@ -26,9 +26,8 @@ import torch
 from bench.results import BaselineResult
 from bench.stats import Percentiles
 from bench.workload import DEFAULT_PROMPT, LENGTH_FORCINGS, Workload
-from shared.jobs import ChatMessage, SamplingParams, TextPart
+from shared.jobs import ChatMessage, TextPart
 from shared.settings import Settings
-from worker.generation import sampling_kwargs
 from worker.model import LoadedModel, load_model
 from worker.prompt import build_inputs
 
@@ -61,18 +60,27 @@ class Run:
     prompt_tokens: int
 
 
+def generate_kwargs(loaded: LoadedModel, workload: Workload) -> dict[str, Any]:
+    """The workload's sampling settings as ``generate()`` arguments, as the service applies them."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": workload.max_tokens,
+        "pad_token_id": loaded.tokenizer.pad_token_id,
+        "repetition_penalty": 1.0,
+    }
+    if workload.temperature > 0:
+        top_k = workload.top_k if workload.top_k and workload.top_k > 0 else 0
+        kwargs.update(do_sample=True, temperature=workload.temperature, top_p=workload.top_p, top_k=top_k)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    kwargs.update(workload.exact_length(workload.max_tokens))
+    return kwargs
+
+
 def generate_once(loaded: LoadedModel, workload: Workload) -> Run:
     start = time.perf_counter()
     messages = [ChatMessage(role="user", content=[TextPart(text=workload.prompt)])]
     inputs = build_inputs(loaded, messages)
-    sampling = SamplingParams(
-        max_new_tokens=workload.max_tokens,
-        temperature=workload.temperature,
-        top_p=workload.top_p,
-        top_k=workload.top_k,
-    )
-    kwargs: dict[str, Any] = sampling_kwargs(loaded, sampling, workload.max_tokens)
-    kwargs.update(workload.exact_length(workload.max_tokens))
+    kwargs = generate_kwargs(loaded, workload)
     clock = TokenClock()
     with torch.inference_mode():
         loaded.model.generate(**inputs, **kwargs, streamer=clock)

@@ -55,8 +55,12 @@ def ours_extra_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def our_stack(placement: Placement) -> Iterator[OurStack]:
-    """Start everything; stop everything on the way out, whatever happened."""
+def our_stack(placement: Placement, max_batch: int = 64) -> Iterator[OurStack]:
+    """Start everything; stop everything on the way out, whatever happened.
+
+    The worker gets as many job slots as the highest concurrency level, so that every
+    level measures batching rather than queueing.
+    """
     with contextlib.ExitStack() as stack:
         log.info("starting redis-server, the gateway and a worker")
         redis = RedisServer()
@@ -67,6 +71,7 @@ def our_stack(placement: Placement) -> Iterator[OurStack]:
             DEVICE_MAP=placement.device,
             TORCH_DTYPE=placement.dtype,
             WORKER_LEASE_SECONDS="5",
+            WORKER_MAX_BATCH=str(max_batch),
             **placement.env(),
         )
         gateway = Gateway(env, name="bench-gateway")

@@ -75,7 +75,7 @@ def run(plan: Plan) -> BenchResults:
 
 
 def _run_ours(plan: Plan, results: BenchResults) -> None:
-    with our_stack(plan.placement) as stack:
+    with our_stack(plan.placement, max_batch=max(plan.levels, default=1)) as stack:
         if plan.runs("ours"):
             server = asyncio.run(measure_server(stack.target(), plan.workload, plan.levels, plan.requests))
             results.servers.append(server)
