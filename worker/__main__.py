@@ -44,7 +44,9 @@ def _wait_for_signal() -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    connection = redis.Redis.from_url(settings.redis_url)
+    # Every job slot holds a connection in a blocking dequeue and uses more while it runs;
+    # redis-py's default pool of 100 is too small for a wide batch.
+    connection = redis.Redis.from_url(settings.redis_url, max_connections=100 + 4 * settings.worker_max_batch)
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
