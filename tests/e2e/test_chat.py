@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Stack
+from tests.conftest import Stack, StackFactory
 from tests.sse import iter_events, text_of
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello"}]
@@ -138,3 +141,21 @@ def test_text_of_reads_reasoning_and_content() -> None:
         SSEvent(None, "[DONE]"),
     ]
     assert text_of(events) == "ab"
+
+
+def test_a_wide_worker_serves_many_streams_at_once(make_stack: StackFactory) -> None:
+    # More job slots than redis-py's default pool of 100 connections: each slot holds one
+    # in its blocking dequeue, and the heartbeat and the engine need theirs too.
+    private = make_stack(WORKER_MAX_BATCH="120")
+    body = {"messages": HELLO, "max_tokens": 8}
+
+    def complete(index: int) -> str | None:
+        reply = httpx.post(f"{private.gateway.url}/v1/chat/completions", json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["choices"][0]["finish_reason"])
+
+    with ThreadPoolExecutor(24) as pool:
+        reasons = list(pool.map(complete, range(24)))
+    assert set(reasons) <= {"length", "stop"}
+    time.sleep(2 * float(private.env["WORKER_LEASE_SECONDS"]))
+    assert private.gateway.health()["workers"] == 1  # its heartbeat never failed
