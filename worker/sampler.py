@@ -8,6 +8,7 @@ before anything else, and plain sampling (no top-k, no top-p) is one softmax and
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -124,13 +125,46 @@ def _draw(probs: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
     return picked.clamp_(max=probs.shape[-1] - 1)
 
 
+@functools.cache
+def _block_size(vocab: int) -> int | None:
+    """A divisor of the vocabulary size near 1,024 (151,936 = 128 x 1,187), or None."""
+    divisors = [d for d in range(256, 4097) if vocab % d == 0]
+    return min(divisors, key=lambda d: abs(d - 1024)) if divisors else None
+
+
+def _draw_from_logits(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+    """One draw per row from softmax(logits) over the whole vocabulary, in two levels.
+
+    A softmax and a cumulative sum over [batch, 152k] cost several passes over memory; this
+    reads the logits once (a log-sum-exp per block of ~1k tokens), draws a block from the
+    block masses, then draws the token inside that block only: the same distribution.
+    """
+    batch, vocab = logits.shape
+    size = _block_size(vocab)
+    if size is None:
+        return _draw(torch.softmax(logits, dim=-1), rows)
+    blocks = logits.view(batch, vocab // size, size)
+    block_log_mass = torch.logsumexp(blocks, dim=-1)
+    block_probs = torch.softmax(block_log_mass, dim=-1)
+    cdf = block_probs.cumsum(dim=-1)
+    # Scaled just below the total so that rounding can never select past the last block.
+    targets = _uniforms(rows, logits.device) * cdf[:, -1:] * (1 - 2**-20)
+    block = torch.searchsorted(cdf, targets, right=True).clamp_(max=vocab // size - 1)
+    inside = blocks[torch.arange(batch, device=logits.device), block.squeeze(1)]
+    # Probabilities of the chosen block's tokens, on the same scale as the block CDF.
+    weights = (inside - block_log_mass.gather(1, block)).exp_() * block_probs.gather(1, block)
+    offset = targets - (cdf.gather(1, block) - block_probs.gather(1, block))
+    token = torch.searchsorted(weights.cumsum(dim=-1), offset, right=True).clamp_(max=size - 1)
+    return (block * size + token).squeeze(1)
+
+
 def _sample(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
     """Sample every row; ``logits`` is scratch space and is overwritten."""
     temperatures = torch.tensor([row.temperature for row in rows], device=logits.device)
     logits.div_(temperatures.unsqueeze(1))
     vocab = logits.shape[1]
     if all(row.top_k <= 0 and row.top_p >= 1.0 for row in rows):
-        return _draw(torch.softmax(logits, dim=-1), rows)
+        return _draw_from_logits(logits, rows)
     widest = max(row.top_k if 0 < row.top_k < vocab else vocab for row in rows)
     values, candidates = torch.topk(logits, widest, dim=-1)  # sorted, best first
     for index, row in enumerate(rows):

@@ -77,3 +77,18 @@ def test_defaults_come_from_the_checkpoint() -> None:
     assert (row.temperature, row.top_p, row.top_k) == (0.6, 0.95, 20)
     explicit = resolve(SamplingParams(max_new_tokens=1, temperature=0.0, top_k=0), Defaults(), CPU)
     assert explicit.greedy and explicit.top_k == 0
+
+
+def test_plain_sampling_over_a_real_size_vocabulary_follows_the_softmax() -> None:
+    torch.manual_seed(1)
+    vocab = 151_936  # drawn in two levels: a block, then a token inside it
+    scores = (torch.randn(1, vocab) * 3).expand(64, vocab).contiguous()
+    expected = torch.softmax(scores[0], dim=-1)
+    counts = torch.zeros(vocab)
+    rows = [RowSampling(1.0, 1.0, 0)] * 64
+    for _ in range(400):
+        counts += torch.bincount(torch.tensor(sample_next(scores.clone(), rows, [[]] * 64)), minlength=vocab)
+    top = expected.topk(100).indices
+    observed = counts[top] / counts.sum()
+    total_variation = float((observed - expected[top]).abs().sum() / 2)
+    assert total_variation < 0.03, total_variation
