@@ -26,8 +26,9 @@ def authenticate(request: Request, settings: Settings) -> str:
     if not settings.api_keys:
         return ANONYMOUS
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    given = token.strip().encode()
     if scheme.lower() != "bearer" or not any(
-        hmac.compare_digest(token.strip(), key) for key in settings.api_keys
+        hmac.compare_digest(given, key.encode()) for key in settings.api_keys
     ):
         raise Unauthorized("Incorrect API key provided.")
     return owner_of(token.strip())

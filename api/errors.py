@@ -87,7 +87,11 @@ _STATUS_TYPES = {
 
 def from_error_event(error: dict[str, Any]) -> APIError:
     """Rebuild the APIError of an error event that a worker or gateway wrote to a stream."""
-    cls = BadRequest if error.get("type") == BadRequest.error_type else GenerationFailed
+    by_type: dict[Any, type[APIError]] = {
+        BadRequest.error_type: BadRequest,
+        NotFound.error_type: NotFound,
+    }
+    cls = by_type.get(error.get("type"), GenerationFailed)
     return cls(str(error.get("message", "generation failed")), error.get("param"), error.get("code"))
 
 

@@ -41,9 +41,7 @@ class JobQueue:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(job.inline_media_key, mapping=dict(enumerate(inline_media)))
             # Until a worker takes the job: at most the life of an open session.
-            pipe.expire(
-                job.inline_media_key, self._settings.job_timeout_seconds + self._settings.sessions_ttl_seconds
-            )
+            pipe.expire(job.inline_media_key, self._settings.session_keep_seconds)
             await pipe.execute()
         ttl = self._settings.sessions_ttl_seconds
         enqueue = partial(
@@ -57,6 +55,13 @@ class JobQueue:
             description=f"chat completion for session {job.session_id}",
         )
         await to_thread.run_sync(enqueue)
+
+    async def job_states(self, job_ids: list[str]) -> list[str | None]:
+        """RQ's status of each job (None for a job RQ no longer has), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(Job.key_for(job_id), "status")
+        return [None if state is None else str(state) for state in await pipe.execute()]
 
     async def depth(self) -> int:
         return int(await self._redis.llen(self._queue.key))

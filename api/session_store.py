@@ -51,14 +51,16 @@ class SessionStore:
         self._fail = redis.register_script(session_scripts.FAIL)
         self._touch = redis.register_script(session_scripts.TOUCH_ATTACHED)
 
-    @property
-    def _keep_seconds(self) -> int:
-        # While a session is open its keys must outlive the longest job, then some.
-        return self._settings.job_timeout_seconds + self._settings.sessions_ttl_seconds
-
     async def create(self, session_id: str, job_id: str, owner: str, model: str, created: int) -> bool:
         """Create a queued session; false if it already exists."""
-        args: list[ScriptArg] = [session_id, created, job_id, owner, model, self._keep_seconds]
+        args: list[ScriptArg] = [
+            session_id,
+            created,
+            job_id,
+            owner,
+            model,
+            self._settings.session_keep_seconds,
+        ]
         return bool(await self._create(keys=keys.session_keys(session_id), args=args))
 
     async def get(self, session_id: str) -> SessionInfo | None:
@@ -87,7 +89,7 @@ class SessionStore:
         session_id = session.session_id
         chunks = ChunkWriter(session_id, session.model, session.created)
         args: list[ScriptArg] = [
-            self._keep_seconds,
+            self._settings.session_keep_seconds,
             self._settings.sessions_ttl_seconds,
             session_id,
             dumps(empty_usage()),

@@ -52,13 +52,18 @@ redis.call('SADD', KEYS[6], ARGV[1])
 return 1
 """
 
-# ARGV: worker name, lease milliseconds. Returns the status the session now has.
+# ARGV: worker name, lease milliseconds, keep seconds. Returns the status the session now
+# has, or 'gone' if it expired. The hash is kept for keep seconds from the start of the run,
+# so time spent queued does not count against it; the events stream, created by the
+# worker's first event, gets the same expiry from the worker's first flush.
 START = """
 local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'gone' end
 if status ~= 'queued' then return status end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1],
   'started', redis.call('TIME')[1])
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 'running'
 """
 

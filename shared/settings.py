@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         return self.served_model_name or self.model_repo_id
 
     @property
+    def session_keep_seconds(self) -> int:
+        """How long an open session's keys live: the longest job, then the resume window."""
+        return self.job_timeout_seconds + self.sessions_ttl_seconds
+
+    @property
     def heartbeat_interval_seconds(self) -> float:
         # Several beats fit in one lease so that one late beat does not look like a death.
         return self.worker_lease_seconds / 4

@@ -27,6 +27,7 @@ from worker.session_writer import flush_together
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.5
+WAIT_SLICE_SECONDS = 0.5
 
 
 class Engine:
@@ -50,14 +51,14 @@ class Engine:
     def run(self, sequence: Sequence) -> Outcome:
         """Decode a sequence to its end (called from a job's thread, which waits)."""
         self._pending.put(sequence)
-        sequence.done.wait()
+        # Wait in short slices: RQ's job timeout is raised in this thread between them
+        # (an untimed wait could not be interrupted); the job then fails its session,
+        # whose cancel flag takes the sequence out of the batch.
+        while not sequence.done.wait(WAIT_SLICE_SECONDS):
+            pass
         if sequence.error is not None:
             raise sequence.error
         return sequence.outcome()
-
-    @property
-    def active(self) -> int:
-        return len(self._active)
 
     def _run(self) -> None:
         with torch.inference_mode():

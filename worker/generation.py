@@ -13,20 +13,17 @@ from worker.sequence import Sequence
 from worker.session_writer import SessionWriter
 from worker.verdict import prepare
 
-IM_START = "<|im_start|>"
-
 
 def build_sequence(
     loaded: LoadedModel, job: GenerationJob, writer: SessionWriter, media: list[Media] | None = None
 ) -> Sequence:
     """Raises InvalidRequest (worker.errors) for a request that cannot be served."""
     prompt = prepare(loaded, job, media)
-    im_start_id = loaded.decoder.convert_tokens_to_ids(IM_START)
     splitter = ReasoningSplitter(
         loaded.decoder,
         loaded.think_start_id,
         loaded.think_end_id,
-        in_reasoning=prompt_opens_reasoning(prompt.prompt_ids, loaded, im_start_id),
+        in_reasoning=prompt_opens_reasoning(prompt.prompt_ids, loaded),
     )
     return Sequence(
         inputs=prompt.inputs,

@@ -59,9 +59,9 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     writer = SessionWriter(runtime.connection, runtime.scripts, runtime.settings, job)
     status = writer.start(runtime.name)
     if status is not SessionStatus.RUNNING:
-        # Cancelled (or otherwise ended) while queued: it must never run.
-        log.info("session %s not run: it is %s", job.session_id, status)
-        return {"status": status.value}
+        # Cancelled (or otherwise ended, or expired) while queued: it must never run.
+        log.info("session %s not run: it is %s", job.session_id, status or "gone")
+        return {"status": status.value if status else "gone"}
     runtime.presence.hold(job.session_id)
     try:
         try:

@@ -27,6 +27,7 @@ class LoadedModel:
     eos_token_ids: frozenset[int]
     think_start_id: int
     think_end_id: int
+    im_start_id: int  # opens every turn of the chat template
     max_context_tokens: int
     vocab_size: int  # token ids a request may name (logit_bias): those of the tokenizer
 
@@ -72,6 +73,7 @@ def load_model(settings: Settings) -> LoadedModel:
         eos_token_ids=_eos_ids(generation_config, tokenizer),
         think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),
         think_end_id=tokenizer.convert_tokens_to_ids(THINK_END),
+        im_start_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
         max_context_tokens=int(text_config.max_position_embeddings),
         vocab_size=min(len(tokenizer), int(text_config.vocab_size)),
     )

@@ -51,7 +51,10 @@ class Presence(threading.Thread):
         with self._lock:
             sessions = list(self._sessions)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zadd(keys.live_workers(), {self._name: time.time() + self._lease_ms / 1000})
+        now = time.time()
+        pipe.zadd(keys.live_workers(), {self._name: now + self._lease_ms / 1000})
+        # Workers that died without deregistering: drop them once their presence expired.
+        pipe.zremrangebyscore(keys.live_workers(), "-inf", now)
         for session_id in sessions:
             # XX: a lease the session's end has deleted must stay deleted.
             pipe.set(keys.session_lease(session_id), self._name, px=self._lease_ms, xx=True)

@@ -97,8 +97,9 @@ def _refuse_orphan_placeholders(loaded: LoadedModel, inputs: Any) -> None:
             )
 
 
-def prompt_opens_reasoning(prompt_ids: list[int], loaded: LoadedModel, im_start_id: int) -> bool:
+def prompt_opens_reasoning(prompt_ids: list[int], loaded: LoadedModel) -> bool:
     """Whether the template left the assistant turn inside an open <think> block."""
+    im_start_id = loaded.im_start_id
     last_turn = len(prompt_ids) - 1 - prompt_ids[::-1].index(im_start_id) if im_start_id in prompt_ids else 0
     tail = prompt_ids[last_turn:]
     if loaded.think_start_id not in tail:

@@ -43,13 +43,18 @@ class SessionWriter:
         self._cancel_key = keys.session_cancel(job.session_id)
         self.chunks = ChunkWriter(job.session_id, job.model, job.created)
         self._pending: list[str] = []
-        self.cancel_requested = False
+        self._stream_expires = False
 
-    def start(self, worker_name: str) -> SessionStatus:
-        """Move the session from queued to running; any other answer means: do not run."""
+    def start(self, worker_name: str) -> SessionStatus | None:
+        """Move the session from queued to running; any other answer means: do not run.
+
+        None: the session has expired.
+        """
         lease_ms = int(self._settings.worker_lease_seconds * 1000)
-        status = self._scripts.start(keys=self._keys, args=[worker_name, lease_ms])
-        return SessionStatus(status.decode() if isinstance(status, bytes) else status)
+        args: list[ScriptArg] = [worker_name, lease_ms, self._settings.session_keep_seconds]
+        reply = self._scripts.start(keys=self._keys, args=args)
+        status = reply.decode() if isinstance(reply, bytes) else str(reply)
+        return None if status == "gone" else SessionStatus(status)
 
     def emit(self, payload: str) -> None:
         self._pending.append(payload)
@@ -61,14 +66,19 @@ class SessionWriter:
         """
         for payload in self._pending:
             pipe.xadd(self._events_key, {DATA_FIELD: payload}, id="0-*")
+        replies = len(self._pending) + 1
+        if self._pending and not self._stream_expires:
+            # The stream lives as long as the session's hash, even if nothing ends it.
+            pipe.expire(self._events_key, self._settings.session_keep_seconds, nx=True)
+            self._stream_expires = True
+            replies += 1
         pipe.exists(self._cancel_key)
-        return len(self._pending) + 1
+        return replies
 
     def flushed(self, replies: list[object]) -> bool:
         """Take the pipeline's replies for this session; true if a cancel is requested."""
-        self.cancel_requested = bool(replies[len(self._pending)])
         self._pending.clear()
-        return self.cancel_requested
+        return bool(replies[-1])
 
     def flush(self) -> bool:
         """Write the buffered events and return whether a cancel has been requested."""

@@ -9,7 +9,8 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from tests.conftest import StackFactory
+from shared import keys, session_scripts
+from tests.conftest import Stack, StackFactory
 from tests.processes import wait_until
 from tests.sse import iter_events
 
@@ -106,3 +107,16 @@ def test_two_workers_share_the_load(make_stack: StackFactory) -> None:
             http.post(f"{private.gateway.url}/v1/cancel/{name}")
         for stream in streams:
             stream.close()
+
+
+def test_a_queued_session_whose_job_is_lost_fails_instead_of_hanging(stack: Stack) -> None:
+    # As if a worker had taken the job and died before starting it, long enough ago for
+    # RQ to have dropped it: the session is queued, its job is gone.
+    create = stack.redis.register_script(session_scripts.CREATE)
+    created = int(time.time()) - 60
+    create(keys=keys.session_keys("lost-job"), args=["lost-job", created, "no-such-job", "", "m", 600])
+    wait_until(lambda: stack.redis.hget("qvl:session:lost-job", "status") == "failed", 10, "the reaper")
+    body = {"messages": HELLO, "stream": True, "session_id": "lost-job"}
+    with httpx.stream("POST", f"{stack.gateway.url}/v1/chat/completions", json=body, timeout=10) as response:
+        events = list(iter_events(response))
+    assert "lost" in events[0].json["error"]["message"] and events[-1].is_done

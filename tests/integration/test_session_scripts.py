@@ -56,9 +56,9 @@ def test_create_is_once_only(db: redis.Redis) -> None:
 def test_run_and_finish(db: redis.Redis) -> None:
     scripts = Scripts(db)
     create(db, scripts, "s")
-    assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000]) == "running"
+    assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000, 60]) == "running"
     assert db.get(keys.session_lease("s")) == "w1"
-    assert scripts.start(keys=keys.session_keys("s"), args=["w2", 5000]) == "running"  # no double start
+    assert scripts.start(keys=keys.session_keys("s"), args=["w2", 5000, 60]) == "running"  # no double start
     db.xadd(keys.session_events("s"), {"d": "tok"}, id="0-*")
     assert (
         scripts.finish(
@@ -88,7 +88,7 @@ def test_cancel_queued_ends_it_and_start_refuses(db: redis.Redis) -> None:
     create(db, scripts, "s")
     assert scripts.cancel(keys=keys.session_keys("s"), args=[60, 30, "s", "{}", "cancelled"]) == "queued"
     assert db.hget(keys.session_meta("s"), "status") == "cancelled"
-    assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000]) == "cancelled"
+    assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000, 60]) == "cancelled"
     assert events(db, "s")[-1] == ("0-2", {"d": "cancelled", END_FIELD: "1"})
     assert scripts.cancel(keys=keys.session_keys("s"), args=[60, 30, "s", "{}", "x"]) == "cancelled"
     assert scripts.cancel(keys=keys.session_keys("nope"), args=[60, 30, "nope", "{}", "x"]) is None
@@ -97,7 +97,7 @@ def test_cancel_queued_ends_it_and_start_refuses(db: redis.Redis) -> None:
 def test_cancel_running_only_raises_the_flag(db: redis.Redis) -> None:
     scripts = Scripts(db)
     create(db, scripts, "s")
-    scripts.start(keys=keys.session_keys("s"), args=["w1", 5000])
+    scripts.start(keys=keys.session_keys("s"), args=["w1", 5000, 60])
     assert scripts.cancel(keys=keys.session_keys("s"), args=[60, 30, "s", "{}", "x"]) == "running"
     assert db.exists(keys.session_cancel("s"))
     assert db.hget(keys.session_meta("s"), "status") == "running"
@@ -106,10 +106,19 @@ def test_cancel_running_only_raises_the_flag(db: redis.Redis) -> None:
 def test_fail_only_if_dead_respects_a_live_lease(db: redis.Redis) -> None:
     scripts = Scripts(db)
     create(db, scripts, "s")
-    scripts.start(keys=keys.session_keys("s"), args=["w1", 5000])
+    scripts.start(keys=keys.session_keys("s"), args=["w1", 5000, 60])
     assert scripts.fail(keys=keys.session_keys("s"), args=["dead", 30, "s", "1", "err"]) == 0
     db.delete(keys.session_lease("s"))
     assert scripts.fail(keys=keys.session_keys("s"), args=["dead", 30, "s", "1", "err"]) == 1
     assert db.hget(keys.session_meta("s"), "status") == "failed"
     assert db.exists(keys.session_cancel("s"))  # a stalled worker will stop
     assert events(db, "s")[-1][1] == {"d": "err", END_FIELD: "1"}
+
+
+def test_start_of_an_expired_session_says_gone(db: redis.Redis) -> None:
+    scripts = Scripts(db)
+    assert scripts.start(keys=keys.session_keys("never"), args=["w1", 5000, 60]) == "gone"
+    create(db, scripts, "s")
+    db.expire(keys.session_meta("s"), 5)
+    assert scripts.start(keys=keys.session_keys("s"), args=["w1", 5000, 60]) == "running"
+    assert db.ttl(keys.session_meta("s")) > 5  # time spent queued does not count
