@@ -19,7 +19,7 @@ def session_events(session_id: str) -> str:
 
 
 def session_cancel(session_id: str) -> str:
-    """Flag read by the worker's stopping criteria at every decoding step."""
+    """Flag the worker's engine reads at every decoding step, with the step's writes."""
     return f"{PREFIX}:session:{session_id}:cancel"
 
 

@@ -83,7 +83,7 @@ def build_inputs(loaded: LoadedModel, messages: list[ChatMessage], media: list[M
 
 
 def _refuse_orphan_placeholders(loaded: LoadedModel, inputs: Any) -> None:
-    """Placeholder tokens typed as text, with no image or video for them, would fail generate()."""
+    """Placeholder tokens typed as text, with no image or video for them, would fail the prefill."""
     processor = loaded.processor
     ids = inputs["input_ids"]
     for token_id, pixels, name in (
