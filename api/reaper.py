@@ -63,7 +63,7 @@ class Reaper:
             elif status == SessionStatus.QUEUED and now - float(created or now) > self._queued_check_seconds:
                 long_queued[session_id] = job_id
             elif status == SessionStatus.RUNNING and not leased:
-                if await self._store.fail(session_id, WORKER_LOST, only_if_dead=True):
+                if await self._store.fail(session_id, WORKER_LOST, only_if_dead=True, code="worker_lost"):
                     log.warning("session %s failed: its worker died", session_id)
             elif cancel_after > 0 and not attached and now - float(last_attached or now) > cancel_after:
                 log.info("session %s cancelled: no client for %ss", session_id, cancel_after)
@@ -86,7 +86,7 @@ class Reaper:
         for (session_id, job_id), state in zip(queued.items(), states, strict=True):
             if state in LIVE_JOB_STATES:
                 continue
-            if await self._store.fail(session_id, JOB_LOST, only_if_dead=False):
+            if await self._store.fail(session_id, JOB_LOST, only_if_dead=False, code="job_lost"):
                 log.warning("session %s failed: its job %s is %s", session_id, job_id, state or "gone")
 
     async def run(self) -> None:

@@ -103,7 +103,11 @@ async def open_session(
     try:
         await services.queue.enqueue(job, job_id, inline_media)
     except Exception as error:
-        await services.store.fail(session_id, "The job could not be queued.", only_if_dead=False)
+        await services.store.fail(
+            session_id, "The job could not be queued.", only_if_dead=False, code="enqueue_failed"
+        )
+        if job.inline_media_key:
+            await services.redis.delete(job.inline_media_key)
         raise GenerationFailed("The job could not be queued.") from error
     return OpenedSession(session_id, after, created=True)
 

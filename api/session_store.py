@@ -99,8 +99,9 @@ class SessionStore:
         status = await self._cancel(keys=keys.session_keys(session_id), args=args)
         return SessionStatus(status) if status else None
 
-    async def fail(self, session_id: str, message: str, only_if_dead: bool) -> bool:
-        payload = dumps(error_object(message, "server_error", code="worker_lost"))
+    async def fail(self, session_id: str, message: str, only_if_dead: bool, code: str) -> bool:
+        """End an open session with an error event; with only_if_dead, only if its worker died."""
+        payload = dumps(error_object(message, "server_error", code=code))
         args: list[ScriptArg] = [
             message,
             self._settings.sessions_ttl_seconds,
