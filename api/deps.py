@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Query, Request
 from redis.asyncio import Redis
 
 from api.auth import authenticate
@@ -35,3 +35,14 @@ def get_caller(request: Request, services: ServicesDep) -> str:
 
 
 CallerDep = Annotated[str, Depends(get_caller)]
+
+
+def get_last_event_id(
+    header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    query: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> str | None:
+    """Where a client resumes: the SSE header (what EventSource sends), else the query."""
+    return header or query
+
+
+LastEventIdDep = Annotated[str | None, Depends(get_last_event_id)]

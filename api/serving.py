@@ -57,11 +57,15 @@ def resume_point(last_event_id: str | None, session_id: str | None) -> tuple[str
     return event_session, index
 
 
-async def find_session(services: Services, session_id: str, owner: str) -> SessionInfo:
-    info = await services.store.get(session_id)
+def owned(info: SessionInfo | None, session_id: str, owner: str) -> SessionInfo:
+    """The session if the caller may see it; unknown and foreign sessions are both 404."""
     if info is None or info.owner != owner:
         raise NotFound(f"No session '{session_id}' (it may have expired).", param="session_id")
     return info
+
+
+async def find_session(services: Services, session_id: str, owner: str) -> SessionInfo:
+    return owned(await services.store.get(session_id), session_id, owner)
 
 
 async def _ensure_capacity(services: Services) -> None:
@@ -79,9 +83,11 @@ async def open_session(
     """Attach to the request's session if it exists, otherwise start a generation."""
     session_id, after = resume_point(last_event_id, request.session_id)
     # A known session is attached to; a resume of an unknown one is a 404 (expired).
-    if session_id is not None and (last_event_id or await services.store.get(session_id)):
-        await find_session(services, session_id, owner)
-        return OpenedSession(session_id, after)
+    if session_id is not None:
+        existing = await services.store.get(session_id)
+        if existing is not None or last_event_id:
+            owned(existing, session_id, owner)
+            return OpenedSession(session_id, after)
     session_id = session_id or new_session_id()
     settings = services.settings
     job_id = uuid.uuid4().hex

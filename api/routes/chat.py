@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from api.deps import CallerDep, ServicesDep
+from api.deps import CallerDep, LastEventIdDep, ServicesDep
 from api.protocol import ChatCompletionRequest
 from api.serving import await_verdict, collect, open_session, sse_events
 
@@ -23,10 +21,9 @@ async def chat_completions(
     http_request: Request,
     services: ServicesDep,
     caller: CallerDep,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    last_event_id_query: Annotated[str | None, Query(alias="last_event_id")] = None,
+    last_event_id: LastEventIdDep,
 ) -> Response:
-    session = await open_session(services, body, caller, last_event_id_header or last_event_id_query)
+    session = await open_session(services, body, caller, last_event_id)
     headers = {"X-Session-Id": session.session_id}
     if body.stream:
         if session.created and not await await_verdict(services, session.session_id, http_request):

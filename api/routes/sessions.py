@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path
 from sse_starlette import EventSourceResponse
 
 from api.cancellation import cancel_session
-from api.deps import CallerDep, ServicesDep
+from api.deps import CallerDep, LastEventIdDep, ServicesDep
 from api.protocol import SESSION_ID_PATTERN
 from api.serving import OpenedSession, find_session, resume_point, sse_events
 from shared.events import SessionStatus
@@ -30,10 +30,9 @@ async def session_stream(
     session_id: SessionIdPath,
     services: ServicesDep,
     caller: CallerDep,
-    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    last_event_id_query: Annotated[str | None, Query(alias="last_event_id")] = None,
+    last_event_id: LastEventIdDep,
 ) -> EventSourceResponse:
-    _, after = resume_point(last_event_id_header or last_event_id_query, session_id)
+    _, after = resume_point(last_event_id, session_id)
     await find_session(services, session_id, caller)
     return EventSourceResponse(
         sse_events(services, OpenedSession(session_id, after)), headers={"X-Session-Id": session_id}
