@@ -1,4 +1,4 @@
-"""The RQ side of the gateway: enqueue jobs, cancel queued ones, fail abandoned ones.
+"""The RQ side of the gateway: enqueue jobs, cancel queued ones, find lost ones.
 
 RQ's API is synchronous, so its calls run in worker threads, off the event loop.
 """
@@ -8,18 +8,18 @@ from __future__ import annotations
 import contextlib
 import time
 from functools import partial
+from typing import Any
 
 import redis
 from anyio import to_thread
 from redis.asyncio import Redis as AsyncRedis
-from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared import keys
-from shared.jobs import JOB_FUNCTION, GenerationJob
+from shared.queueing import enqueue_generation, generation_queue
 from shared.settings import Settings
 
 
@@ -28,32 +28,28 @@ class JobQueue:
         self._settings = settings
         self._redis = async_redis
         self._sync = redis.Redis.from_url(settings.redis_url)
-        self._queue = Queue(settings.queue_name, connection=self._sync, serializer=JSONSerializer)
+        self._queue = generation_queue(settings, self._sync)
 
-    async def enqueue(self, job: GenerationJob, job_id: str, inline_media: list[str] | None = None) -> None:
-        """Queue the job; its inline media go first to their own hash, read once by the worker.
+    async def store_inline_media(self, session_id: str, inline_media: list[str]) -> None:
+        """Keep the request's inline media in the session's own hash, outside the RQ job.
 
         Keeping megabytes of base64 out of the RQ job means they cross Redis once each way:
         RQ would otherwise compress them on enqueue, rewrite them when the job ends and keep
         them for the result TTL, and every ``Job.fetch`` (a cancel) would read them back.
+        They stay until the session ends, for every attempt at it.
         """
-        if inline_media and job.inline_media_key:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hset(job.inline_media_key, mapping=dict(enumerate(inline_media)))
-            # Until a worker takes the job: at most the life of an open session.
-            pipe.expire(job.inline_media_key, self._settings.session_keep_seconds)
-            await pipe.execute()
-        ttl = self._settings.sessions_ttl_seconds
-        enqueue = partial(
-            self._queue.enqueue,
-            JOB_FUNCTION,
-            job.model_dump(mode="json"),
-            job_id=job_id,
-            job_timeout=self._settings.job_timeout_seconds,
-            result_ttl=ttl,
-            failure_ttl=ttl,
-            description=f"chat completion for session {job.session_id}",
-        )
+        media_key = keys.session_media(session_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(media_key, mapping=dict(enumerate(inline_media)))
+        # Until a worker takes the job (which extends it): at most the life of an open session.
+        pipe.expire(media_key, self._settings.session_keep_seconds)
+        await pipe.execute()
+
+    async def enqueue(
+        self, session_id: str, payload: dict[str, Any], job_id: str, again: bool = False
+    ) -> None:
+        """Queue one attempt at a session (a session queued again goes to the front)."""
+        enqueue = partial(enqueue_generation, self._queue, self._settings, session_id, payload, job_id, again)
         await to_thread.run_sync(enqueue)
 
     async def job_states(self, job_ids: list[str]) -> list[str | None]:
@@ -62,6 +58,21 @@ class JobQueue:
         for job_id in job_ids:
             pipe.hget(Job.key_for(job_id), "status")
         return [None if state is None else str(state) for state in await pipe.execute()]
+
+    async def taken_but_not_started(self) -> set[str]:
+        """Jobs a worker took from the queue but never started (RQ's intermediate list).
+
+        A live worker moves a job on from there within milliseconds; one that stays is the
+        job of a worker that died in between.
+        """
+        return set(map(str, await self._redis.lrange(self._queue.intermediate_queue_key, 0, -1)))
+
+    async def forget(self, job_id: str) -> None:
+        """Drop a job that was replaced by a new attempt from RQ's lists."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrem(self._queue.intermediate_queue_key, 0, job_id)
+        pipe.lrem(self._queue.key, 0, job_id)
+        await pipe.execute()
 
     async def depth(self) -> int:
         return int(await self._redis.llen(self._queue.key))
@@ -74,8 +85,7 @@ class JobQueue:
             Job.fetch(job_id, connection=self._sync, serializer=JSONSerializer).cancel()
 
     async def cancel(self, job_id: str) -> None:
-        """Cancel a queued job; its inline media will never be read."""
-        await self._redis.delete(keys.job_inline_media(job_id))
+        """Cancel a queued job (its session has ended: the job would find it so and stop)."""
         await to_thread.run_sync(self._cancel_job, job_id)
 
     def _cleanup_abandoned(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -15,14 +16,17 @@ from fastapi import Request
 
 from api.completion import CompletionBuilder
 from api.deps import Services
-from api.errors import BadRequest, GenerationFailed, NotFound, NoWorker, QueueFull, from_error_event
+from api.errors import BadRequest, NotFound, NoWorker, QueueFull, from_error_event
 from api.media_parts import MediaLimits
 from api.protocol import ChatCompletionRequest, to_messages, to_sampling
 from api.relay import Event, follow
 from api.session_store import SessionInfo
 from shared import keys
-from shared.events import format_event_id, parse_event_id
+from shared.events import dumps, format_event_id, parse_event_id
 from shared.jobs import GenerationJob
+from shared.redis_retry import OUTAGE_ERRORS
+
+log = logging.getLogger(__name__)
 
 DONE_FRAME = b"data: [DONE]\n\n"
 # How long a follower keeps a session marked as attached after its last renewal.
@@ -92,29 +96,34 @@ async def open_session(
     settings = services.settings
     job_id = uuid.uuid4().hex
     messages, inline_media = to_messages(request, MediaLimits.from_settings(settings))
+    sampling = to_sampling(request, settings.max_tokens, settings.temperature)
+    if sampling.seed is None:
+        # Every attempt at the session draws the same tokens: a worker that takes over
+        # after another died continues exactly where the stream stopped.
+        sampling.seed = secrets.randbits(63)
     job = GenerationJob(
         session_id=session_id,
         model=settings.model_name,
         created=int(time.time()),
         messages=messages,
-        sampling=to_sampling(request, settings.max_tokens, settings.temperature),
+        sampling=sampling,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
-        inline_media_key=keys.job_inline_media(job_id) if inline_media else None,
+        inline_media_key=keys.session_media(session_id) if inline_media else None,
     )
+    payload = job.model_dump(mode="json")
     await _ensure_capacity(services)
-    if not await services.store.create(session_id, job_id, owner, job.model, job.created):
+    if not await services.store.create(session_id, job_id, owner, job.model, job.created, dumps(payload)):
         # A concurrent request with the same session id won: follow its generation.
         await find_session(services, session_id, owner)
         return OpenedSession(session_id, after)
     try:
-        await services.queue.enqueue(job, job_id, inline_media)
-    except Exception as error:
-        await services.store.fail(
-            session_id, "The job could not be queued.", only_if_dead=False, code="enqueue_failed"
-        )
-        if job.inline_media_key:
-            await services.redis.delete(job.inline_media_key)
-        raise GenerationFailed("The job could not be queued.") from error
+        if inline_media:
+            await services.queue.store_inline_media(session_id, inline_media)
+        await services.queue.enqueue(session_id, payload, job_id)
+    except OUTAGE_ERRORS as error:
+        # Not lost: a session whose job never reached the queue is queued again by the
+        # reaper from its stored payload once Redis answers; the client just waits.
+        log.warning("session %s: job not queued yet (%s); the reaper will queue it", session_id, error)
     return OpenedSession(session_id, after, created=True)
 
 

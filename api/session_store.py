@@ -9,10 +9,23 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys, session_scripts
+from shared import keys
 from shared.events import ChunkWriter, SessionStatus, dumps, empty_usage, error_object
-from shared.session_scripts import ScriptArg
+from shared.session_scripts import (
+    AsyncScripts,
+    Cancel,
+    Create,
+    Created,
+    Fail,
+    Requeue,
+    Requeued,
+    RequeueMode,
+    TouchAttached,
+)
 from shared.settings import Settings
+
+# The fields of a session's hash that SessionInfo shows (not the stored job payload).
+_INFO_FIELDS = ("status", "job_id", "owner", "model", "created", "finish_reason", "usage", "error")
 
 
 @dataclass(frozen=True)
@@ -46,71 +59,104 @@ class SessionStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
-        self._create = redis.register_script(session_scripts.CREATE)
-        self._cancel = redis.register_script(session_scripts.CANCEL)
-        self._fail = redis.register_script(session_scripts.FAIL)
-        self._touch = redis.register_script(session_scripts.TOUCH_ATTACHED)
+        self._scripts = AsyncScripts(redis)
 
-    async def create(self, session_id: str, job_id: str, owner: str, model: str, created: int) -> bool:
-        """Create a queued session; false if it already exists."""
-        args: list[ScriptArg] = [
+    async def create(
+        self, session_id: str, job_id: str, owner: str, model: str, created: int, job_payload: str
+    ) -> bool:
+        """Create a queued session; false if another request created it.
+
+        The job's payload is kept with the session, so that the session can be queued again
+        (its worker died, its job was lost) exactly as it was asked. A retried call whose
+        first reply was lost counts as created: it was this request's.
+        """
+        call = Create(
             session_id,
-            created,
-            job_id,
-            owner,
-            model,
-            self._settings.session_keep_seconds,
-        ]
-        return bool(await self._create(keys=keys.session_keys(session_id), args=args))
+            now=created,
+            request_id=job_id,
+            owner=owner,
+            model=model,
+            keep_seconds=self._settings.session_keep_seconds,
+            job_payload=job_payload,
+        )
+        return await self._scripts.run(call) is not Created.EXISTS
 
     async def get(self, session_id: str) -> SessionInfo | None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hgetall(keys.session_meta(session_id))
+        pipe.hmget(keys.session_meta(session_id), *_INFO_FIELDS)
         pipe.xlen(keys.session_events(session_id))
-        meta, event_count = await pipe.execute()
-        if not meta or "status" not in meta:
+        values, event_count = await pipe.execute()
+        meta = dict(zip(_INFO_FIELDS, values, strict=True))
+        if meta["status"] is None:
             return None
         usage = meta.get("usage")
         return SessionInfo(
             session_id=session_id,
             status=SessionStatus(meta["status"]),
-            job_id=meta.get("job_id", ""),
-            owner=meta.get("owner", ""),
-            model=meta.get("model", ""),
-            created=int(meta.get("created", 0)),
+            job_id=meta.get("job_id") or "",
+            owner=meta.get("owner") or "",
+            model=meta.get("model") or "",
+            created=int(meta.get("created") or 0),
             event_count=int(event_count),
             finish_reason=meta.get("finish_reason"),
             usage=json.loads(usage) if usage else None,
             error=meta.get("error"),
         )
 
+    async def job_payload(self, session_id: str) -> dict[str, Any] | None:
+        payload = await self._redis.hget(keys.session_meta(session_id), "job")
+        return json.loads(payload) if payload else None
+
     async def cancel(self, session: SessionInfo) -> SessionStatus | None:
         """Request a cancel; returns the status the session had, None if it is gone."""
         session_id = session.session_id
         chunks = ChunkWriter(session_id, session.model, session.created)
-        args: list[ScriptArg] = [
-            self._settings.session_keep_seconds,
-            self._settings.sessions_ttl_seconds,
+        call = Cancel(
             session_id,
-            dumps(empty_usage()),
-            chunks.role(),
-            chunks.finish("cancelled"),
-        ]
-        status = await self._cancel(keys=keys.session_keys(session_id), args=args)
+            flag_seconds=self._settings.session_keep_seconds,
+            ttl=self._settings.sessions_ttl_seconds,
+            usage_json=dumps(empty_usage()),
+            role_event=chunks.role(),
+            finish_event=chunks.finish("cancelled"),
+        )
+        status = await self._scripts.run(call)
         return SessionStatus(status) if status else None
 
-    async def fail(self, session_id: str, message: str, only_if_dead: bool, code: str) -> bool:
-        """End an open session with an error event; with only_if_dead, only if its worker died."""
-        payload = dumps(error_object(message, "server_error", code=code))
-        args: list[ScriptArg] = [
-            message,
-            self._settings.sessions_ttl_seconds,
+    async def fail(self, session_id: str, message: str, code: str) -> bool:
+        """End an open session with an error event."""
+        call = Fail(
             session_id,
-            "1" if only_if_dead else "0",
-            payload,
-        ]
-        return bool(await self._fail(keys=keys.session_keys(session_id), args=args))
+            message=message,
+            ttl=self._settings.sessions_ttl_seconds,
+            error_event=dumps(error_object(message, "server_error", code=code)),
+        )
+        return await self._scripts.run(call)
+
+    async def requeue(
+        self,
+        session_id: str,
+        expected_job_id: str,
+        new_job_id: str,
+        mode: RequeueMode,
+        message: str,
+        code: str,
+    ) -> Requeued:
+        """Queue the session again under ``new_job_id`` (see ``Requeue``); ``message`` is the
+        error it ends with if its attempts ran out."""
+        call = Requeue(
+            session_id,
+            expected_job_id=expected_job_id,
+            new_job_id=new_job_id,
+            mode=mode,
+            worker="",
+            max_attempts=self._settings.max_job_attempts,
+            ttl=self._settings.sessions_ttl_seconds,
+            error_message=message,
+            error_event=dumps(error_object(message, "server_error", code=code)),
+        )
+        return await self._scripts.run(call)
 
     async def touch_attached(self, session_id: str, hold_seconds: float) -> None:
-        args: list[ScriptArg] = [int(hold_seconds * 1000), int(time.time())]
-        await self._touch(keys=keys.session_keys(session_id), args=args)
+        await self._scripts.run(
+            TouchAttached(session_id, hold_ms=int(hold_seconds * 1000), now=int(time.time()))
+        )

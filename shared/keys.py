@@ -43,13 +43,22 @@ def live_workers() -> str:
     return f"{PREFIX}:workers"
 
 
-def job_inline_media(job_id: str) -> str:
-    """Hash: field ``n`` holds the base64 text of a job's ``n``-th inline image or video.
+def session_tokens(session_id: str) -> str:
+    """List of the token ids generated so far, written in the same script as the events.
 
-    Written by the gateway before it enqueues the job, deleted by the worker once it has
-    read it (or by a cancel while queued); it expires with the session otherwise.
+    A worker that takes over a session whose worker died prefills the prompt and these
+    tokens, and replays them through its output parser, so it continues from the next index.
     """
-    return f"{PREFIX}:job:{job_id}:media"
+    return f"{PREFIX}:session:{session_id}:tokens"
+
+
+def session_media(session_id: str) -> str:
+    """Hash: field ``n`` holds the base64 text of the request's ``n``-th inline image or video.
+
+    Written by the gateway before it enqueues the job; it stays readable for every attempt
+    at the session (a worker that takes over needs it again) and goes when the session ends.
+    """
+    return f"{PREFIX}:session:{session_id}:media"
 
 
 def session_keys(session_id: str) -> list[str]:
@@ -61,4 +70,6 @@ def session_keys(session_id: str) -> list[str]:
         session_lease(session_id),
         session_attached(session_id),
         active_sessions(),
+        session_tokens(session_id),
+        session_media(session_id),
     ]

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(5.0, gt=0)
     worker_name: str = ""
     worker_max_batch: int = Field(16, ge=1)
+    # How long a running session's lease must stay missing before the gateways take its
+    # worker for dead and queue the session again: longer than a Redis restart or stall.
+    lease_grace_seconds: float = Field(5.0, ge=0)
+    # Attempts at one session (workers that died while running it) before it fails.
+    max_job_attempts: int = Field(3, ge=1)
+    # How long a worker told to stop (SIGTERM) takes at most to hand its sessions over and
+    # exit; keep it below the supervisor's own grace (compose's stop_grace_period).
+    worker_drain_seconds: float = Field(20.0, gt=0)
+    # How long the worker and the gateway keep retrying while Redis is unreachable.
+    redis_outage_tolerance_seconds: float = Field(60.0, gt=0)
 
     @field_validator("api_keys", "cors_allow_origins", "allowed_media_hosts", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -13,6 +14,8 @@ import uuid
 import redis
 from rq.serializers import JSONSerializer
 
+from shared.queueing import generation_queue
+from shared.session_scripts import SyncScripts
 from shared.settings import Settings, get_settings
 from worker.engine import Engine
 from worker.jobs import WorkerRuntime, install
@@ -20,7 +23,6 @@ from worker.media.loader import MediaLoader
 from worker.model import load_model
 from worker.presence import Presence
 from worker.rq_worker import GpuWorker, JobSlot
-from worker.session_writer import SessionScripts
 
 log = logging.getLogger("worker")
 
@@ -51,37 +53,69 @@ def main() -> None:
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
     slots = _slots(settings, connection, name)
-    engine = Engine(loaded, connection, settings.worker_max_batch)
+    engine = Engine(loaded, connection, settings.worker_max_batch, settings.redis_outage_tolerance_seconds)
 
     def beat_slots() -> None:
         for slot in slots:
             slot.beat()
 
-    presence = Presence(connection, settings, name, on_beat=beat_slots)
+    scripts = SyncScripts(connection)
+    presence = Presence(
+        connection,
+        scripts,
+        settings,
+        name,
+        on_beat=beat_slots,
+        can_consume=lambda: engine.alive and any(slot.serving for slot in slots),
+    )
     media = MediaLoader(connection, settings)
-    scripts = SessionScripts(connection)
-    install(WorkerRuntime(settings, loaded, connection, scripts, presence, engine, name, media))
+    runtime = WorkerRuntime(
+        settings,
+        loaded,
+        connection,
+        scripts,
+        presence,
+        engine,
+        name,
+        media,
+        generation_queue(settings, connection),
+    )
+    install(runtime)
     engine.start()
     # Announce the worker only once the model is loaded: /health's modelReady relies on it.
     presence.beat()
     presence.start()
     for slot in slots:
         threading.Thread(
-            target=slot.work, kwargs={"with_scheduler": False}, name=slot.name, daemon=True
+            target=slot.serve, args=(settings.redis_outage_tolerance_seconds,), name=slot.name, daemon=True
         ).start()
     log.info("worker %s ready with %d job slots", name, len(slots))
 
     _wait_for_signal()
-    log.info("warm shutdown: finishing running jobs")
-    for slot in slots:
-        slot.stop_after_current_job()
-    while any(slot.busy for slot in slots):
-        time.sleep(0.2)
-    for slot in slots:
-        slot.register_death()
+    drain(runtime, slots)
     presence.stop()
     engine.stop()
     media.close()
+
+
+def drain(runtime: WorkerRuntime, slots: list[JobSlot]) -> None:
+    """Stop taking jobs and hand every running session over to another worker.
+
+    A handed-over session is queued again at the front and continues on another worker
+    from its next event, so a rolling restart costs its clients a pause, not an error.
+    Jobs a slot still takes while it stops are handed straight back.
+    """
+    log.info("shutting down: handing running sessions over to other workers")
+    runtime.draining.set()
+    for slot in slots:
+        slot.stop_after_current_job()
+    runtime.engine.hand_over()
+    deadline = time.monotonic() + runtime.settings.worker_drain_seconds
+    while any(slot.busy_locally for slot in slots) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for slot in slots:
+        with contextlib.suppress(redis.RedisError):
+            slot.register_death()
 
 
 if __name__ == "__main__":

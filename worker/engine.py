@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import torch
 
+from shared.session_scripts import SyncScripts
 from worker.batch import PaddedBatch
 from worker.model import LoadedModel
 from worker.sampler import sample_next
@@ -30,13 +31,27 @@ IDLE_WAIT_SECONDS = 0.5
 WAIT_SLICE_SECONDS = 0.5
 
 
+# Why a sequence left the engine without an end of its own.
+LOST = "lost"  # the session is no longer this worker's
+HANDOVER = "handover"  # the worker is shutting down and hands the session to another
+
+
 class Engine:
-    def __init__(self, loaded: LoadedModel, connection: redis.Redis, max_batch: int) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        connection: redis.Redis,
+        max_batch: int,
+        outage_tolerance_seconds: float = 60.0,
+    ) -> None:
         self._loaded = loaded
         self._redis = connection
+        self._scripts = SyncScripts(connection)
+        self._outage_tolerance = outage_tolerance_seconds
         self._max_batch = max_batch
         self._pending: queue.Queue[Sequence] = queue.Queue()
         self._stopped = threading.Event()
+        self._handing_over = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._active: list[Sequence] = []
         self._batch = PaddedBatch()
@@ -48,8 +63,22 @@ class Engine:
         self._stopped.set()
         self._thread.join(timeout=10)
 
-    def run(self, sequence: Sequence) -> Outcome:
-        """Decode a sequence to its end (called from a job's thread, which waits)."""
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def hand_over(self) -> None:
+        """Stop decoding for good: every sequence, running or waiting, leaves as handed over."""
+        self._handing_over.set()
+
+    def run(self, sequence: Sequence) -> Outcome | None:
+        """Decode a sequence to its end (called from a job's thread, which waits).
+
+        None: the sequence left without an end of its own (``sequence.interrupted`` says why).
+        """
+        if self._handing_over.is_set():
+            sequence.interrupt(HANDOVER)
+            return None
         self._pending.put(sequence)
         # Wait in short slices: RQ's job timeout is raised in this thread between them
         # (an untimed wait could not be interrupted); the job then fails its session,
@@ -58,11 +87,17 @@ class Engine:
             pass
         if sequence.error is not None:
             raise sequence.error
+        if sequence.interrupted is not None:
+            return None
         return sequence.outcome()
 
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stopped.is_set():
+                if self._handing_over.is_set():
+                    self._interrupt_all(HANDOVER)
+                    self._stopped.wait(IDLE_WAIT_SECONDS)
+                    continue
                 try:
                     if self._admit():
                         self._flush_and_retire()
@@ -75,6 +110,17 @@ class Engine:
                         sequence.fail(error)
                     self._active = []
                     self._batch = PaddedBatch()
+
+    def _interrupt_all(self, why: str) -> None:
+        for sequence in self._active:
+            sequence.interrupt(why)
+        self._active = []
+        self._batch = PaddedBatch()
+        while True:
+            try:
+                self._pending.get_nowait().interrupt(why)
+            except queue.Empty:
+                return
 
     def _admit(self) -> bool:
         """Prefill waiting sequences while there is room; true if any joined."""
@@ -115,7 +161,8 @@ class Engine:
         output = self._loaded.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
         sequence.next_position = int(positions.max()) + 1
         sequence.inputs = None  # pixel data is no longer needed
-        token = sample_next(output.logits[:, -1], [sequence.sampling], [[]])[0]
+        # A sequence that continues an earlier attempt already has tokens: they are its history.
+        token = sample_next(output.logits[:, -1], [sequence.sampling], [sequence.generated])[0]
         sequence.accept(token)
         self._batch.add(output.past_key_values, positions.shape[-1], self._loaded.device)
 
@@ -140,9 +187,11 @@ class Engine:
             sequence.accept(token)
 
     def _flush_and_retire(self) -> None:
-        cancelled = flush_together(self._redis, [s.writer for s in self._active])
-        for sequence, cancel in zip(self._active, cancelled, strict=True):
-            if cancel and not sequence.finished:
+        flush_together(self._redis, self._scripts, [s.writer for s in self._active], self._outage_tolerance)
+        for sequence in self._active:
+            if sequence.writer.lost:
+                sequence.interrupt(LOST)
+            elif sequence.writer.cancel_requested and not sequence.finished:
                 sequence.cancel()
         keep = [i for i, s in enumerate(self._active) if not s.finished]
         if len(keep) == len(self._active):

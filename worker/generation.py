@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from shared.jobs import GenerationJob
 from worker.media.loader import Media
 from worker.model import LoadedModel
@@ -12,6 +16,9 @@ from worker.sampler import resolve
 from worker.sequence import Sequence
 from worker.session_writer import SessionWriter
 from worker.verdict import prepare
+
+# Per-token inputs of the processor that grow with the text (the rest is pixel data).
+_PER_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
 
 
 def build_sequence(
@@ -34,3 +41,30 @@ def build_sequence(
         writer=writer,
         eos_token_ids=loaded.eos_token_ids,
     )
+
+
+def continue_after(sequence: Sequence, tokens: tuple[int, ...]) -> None:
+    """Make a new sequence continue an earlier attempt that generated ``tokens``.
+
+    The parser replays the tokens (rebuilding the events already written), and the prompt
+    grows by them, so that the prefill computes the cache the earlier worker had and the
+    first draw is the one at position ``len(tokens)``.
+    """
+    sequence.replay(tokens)
+    if sequence.finished or not tokens:
+        return
+    sequence.inputs = extend_inputs(sequence.inputs, tokens)
+
+
+def extend_inputs(inputs: Any, tokens: tuple[int, ...]) -> Any:
+    ids = inputs["input_ids"]
+    added = torch.tensor([list(tokens)], dtype=ids.dtype, device=ids.device)
+    fills = {
+        "input_ids": added,
+        "attention_mask": torch.ones_like(added),
+        "mm_token_type_ids": torch.zeros_like(added),
+    }
+    for name in _PER_TOKEN_INPUTS:
+        if name in inputs:
+            inputs[name] = torch.cat([inputs[name], fills[name].to(inputs[name].dtype)], dim=1)
+    return inputs

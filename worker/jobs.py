@@ -1,32 +1,45 @@
-"""The RQ job function: runs one generation job inside the worker process.
+"""The RQ job function: runs one attempt at one session inside the worker process.
 
 RQ calls ``run_generation`` by its import path (``shared.jobs.JOB_FUNCTION``) in one of the
 worker's job threads. The model is loaded once at start by ``worker.__main__`` and
 installed here, never per job; the thread prepares the prompt and then waits while the
 engine decodes it together with the other jobs.
+
+An attempt either starts a session or continues one whose earlier worker died or shut
+down: it then replays the tokens already generated through a fresh output parser (which
+rebuilds the events already written, exactly) and prefills prompt + those tokens, so the
+next event is the one the earlier worker would have written.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from rq import Queue, get_current_job
 
-from shared.events import SessionStatus
 from shared.jobs import GenerationJob
+from shared.queueing import enqueue_generation
+from shared.redis_retry import retry_through_outage
+from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
-from worker.engine import Engine
+from worker.engine import HANDOVER, Engine
 from worker.errors import InvalidRequest
-from worker.generation import build_sequence
+from worker.generation import build_sequence, continue_after
 from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
 from worker.presence import Presence
-from worker.session_writer import SessionScripts, SessionWriter
+from worker.sequence import Outcome, Sequence
+from worker.session_writer import SessionLost, SessionWriter
 
 log = logging.getLogger(__name__)
+
+# What a client reads when generation fails inside the worker; the details go to the log.
+PUBLIC_FAILURE = "Generation failed because of an internal error."
 
 
 @dataclass
@@ -34,11 +47,14 @@ class WorkerRuntime:
     settings: Settings
     loaded: LoadedModel
     connection: redis.Redis
-    scripts: SessionScripts
+    scripts: SyncScripts
     presence: Presence
     engine: Engine
     name: str
     media: MediaLoader
+    queue: Queue
+    # Set when the worker shuts down: jobs taken from now on are handed straight back.
+    draining: threading.Event = field(default_factory=threading.Event)
     # Prompts are built one at a time: the processor's tokenizer is not thread-safe.
     prepare_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -51,40 +67,139 @@ def install(runtime: WorkerRuntime) -> None:
     _runtime = runtime
 
 
+def _job_id() -> str:
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_generation runs only as an RQ job")
+    return str(job.id)
+
+
 def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     if _runtime is None:
         raise RuntimeError("the worker runtime is not installed; start workers with `python -m worker`")
     runtime = _runtime
     job = GenerationJob.model_validate(payload)
-    writer = SessionWriter(runtime.connection, runtime.scripts, runtime.settings, job)
-    status = writer.start(runtime.name)
-    if status is not SessionStatus.RUNNING:
-        # Cancelled (or otherwise ended, or expired) while queued: it must never run.
-        log.info("session %s not run: it is %s", job.session_id, status or "gone")
-        return {"status": status.value if status else "gone"}
+    job_id = _job_id()
+    if runtime.draining.is_set():
+        # Taken while the worker shuts down: it is still queued, give it to another worker.
+        return {"status": hand_over(runtime, job, payload, job_id)}
+    writer = SessionWriter(runtime.connection, runtime.scripts, runtime.settings, job, runtime.name)
+    started = writer.start(job_id)
+    if started.status != "running":
+        # Cancelled or ended while queued, expired, or queued again under another job id.
+        log.info("session %s not run by job %s: it is %s", job.session_id, job_id, started.status)
+        return {"status": started.status}
     runtime.presence.hold(job.session_id)
     try:
-        try:
-            # Fetching and decoding run in this job's thread, alongside the engine's steps.
-            media = runtime.media.load(job)
-            with runtime.prepare_lock:
-                sequence = build_sequence(runtime.loaded, job, writer, media)
-        except InvalidRequest as error:
-            # The first event is an error: the gateway answers the request with a 400.
-            log.info("session %s refused: %s", job.session_id, error)
-            writer.fail(str(error), "invalid_request_error", error.code, error.param)
-            return {"status": SessionStatus.FAILED.value, "error": str(error)}
-        writer.emit(writer.chunks.role())
-        writer.flush()
-        outcome = runtime.engine.run(sequence)
-    except Exception as error:
+        return _attempt(runtime, job, payload, job_id, writer, started)
+    except SessionLost:
+        log.warning("session %s is no longer this worker's; stopped", job.session_id)
+        return {"status": "lost"}
+    except Exception:
         log.exception("generation failed for session %s", job.session_id)
-        writer.fail(f"Generation failed: {type(error).__name__}: {error}")
+        writer.fail(PUBLIC_FAILURE)
         raise
     finally:
+        # Only now: until the session has ended or changed hands its lease must stay alive.
         runtime.presence.release(job.session_id)
+
+
+def _attempt(
+    runtime: WorkerRuntime,
+    job: GenerationJob,
+    payload: dict[str, Any],
+    job_id: str,
+    writer: SessionWriter,
+    started: Started,
+) -> dict[str, Any]:
+    resumed = started.event_count > 0
+    if resumed:
+        log.info(
+            "session %s: attempt %d continues after %d tokens",
+            job.session_id,
+            started.attempt,
+            len(started.tokens),
+        )
+    sequence = _prepare(runtime, job, writer, resumed)
+    if sequence is None:
+        return {"status": "failed"}
+    writer.emit(writer.chunks.role())
+    if resumed:
+        continue_after(sequence, started.tokens)
+        if len(writer.events) != started.event_count:
+            log.error(
+                "session %s: replaying %d tokens gave %d events, the stream has %d",
+                job.session_id,
+                len(started.tokens),
+                len(writer.events),
+                started.event_count,
+            )
+            writer.fail("The session could not be continued after its worker stopped.", code="resume_failed")
+            return {"status": "failed"}
+        writer.mark_written()
+    else:
+        writer.flush()
+    outcome = sequence.outcome() if sequence.finished else runtime.engine.run(sequence)
+    if outcome is None:
+        if sequence.interrupted == HANDOVER:
+            writer.flush()
+            return {"status": hand_over(runtime, job, payload, job_id)}
+        raise SessionLost(job.session_id)
+    return _finish(job, writer, outcome)
+
+
+def _prepare(
+    runtime: WorkerRuntime, job: GenerationJob, writer: SessionWriter, resumed: bool
+) -> Sequence | None:
+    """The sequence to decode, or None when the request was refused (its session failed)."""
+    try:
+        # Fetching and decoding run in this job's thread, alongside the engine's steps.
+        media = runtime.media.load(job)
+        with runtime.prepare_lock:
+            return build_sequence(runtime.loaded, job, writer, media)
+    except InvalidRequest as error:
+        log.info("session %s refused: %s", job.session_id, error)
+        if resumed:
+            # Accepted before: what changed is on our side (its inline media expired?).
+            writer.fail("The session could not be continued after its worker stopped.", code="resume_failed")
+        else:
+            # The first event is an error: the gateway answers the request with a 400.
+            writer.fail(str(error), "invalid_request_error", error.code, error.param)
+        return None
+
+
+def _finish(job: GenerationJob, writer: SessionWriter, outcome: Outcome) -> dict[str, Any]:
     final_events = [writer.chunks.finish(outcome.finish_reason)]
     if job.include_usage:
         final_events.append(writer.chunks.usage(outcome.usage))
     writer.finish(outcome.status, outcome.finish_reason, outcome.usage, final_events)
     return {"status": outcome.status.value, "finish_reason": outcome.finish_reason, "usage": outcome.usage}
+
+
+def hand_over(runtime: WorkerRuntime, job: GenerationJob, payload: dict[str, Any], job_id: str) -> str:
+    """Queue the session again for another worker (this one is shutting down)."""
+    settings = runtime.settings
+    new_job_id = uuid.uuid4().hex
+    call = Requeue(
+        job.session_id,
+        expected_job_id=job_id,
+        new_job_id=new_job_id,
+        mode=RequeueMode.HANDOVER,
+        worker=runtime.name,
+        max_attempts=settings.max_job_attempts,
+        ttl=settings.sessions_ttl_seconds,
+        error_message="",
+        error_event="",
+    )
+    tolerance = settings.redis_outage_tolerance_seconds
+    result = retry_through_outage(lambda: runtime.scripts.run(call), tolerance, f"hand-over {job.session_id}")
+    if result is Requeued.QUEUED:
+        retry_through_outage(
+            lambda: enqueue_generation(
+                runtime.queue, settings, job.session_id, payload, new_job_id, again=True
+            ),
+            tolerance,
+            f"enqueue {job.session_id}",
+        )
+        log.info("session %s handed over as job %s", job.session_id, new_job_id)
+    return f"handed_over:{result.value}"

@@ -1,9 +1,11 @@
 """The worker's heartbeat: proof of life for the gateways, renewed from a side thread.
 
 A background thread renews the worker's entry in the live-worker set and the lease of
-every session it is generating for. The main thread may be deep inside a long prefill, so
-liveness must not depend on it; when the process dies the beats stop and the leases
-expire, which is how the gateways learn that a worker died.
+every session it is generating for, in one round trip. The main thread may be deep inside
+a long prefill, so liveness must not depend on it; when the process dies the beats stop
+and the leases expire, which is how the gateways learn that a worker died. A worker that
+cannot take jobs (its job slots are waiting for Redis to come back) stops announcing
+itself, so that /health does not count it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import redis
 
 from shared import keys
+from shared.session_scripts import RenewLeases, SyncScripts
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,16 +28,20 @@ class Presence(threading.Thread):
     def __init__(
         self,
         connection: redis.Redis,
+        scripts: SyncScripts,
         settings: Settings,
         worker_name: str,
         on_beat: Callable[[], None] | None = None,
+        can_consume: Callable[[], bool] = lambda: True,
     ) -> None:
         super().__init__(name="presence", daemon=True)
         self._redis = connection
+        self._scripts = scripts
         self._lease_ms = int(settings.worker_lease_seconds * 1000)
         self._interval = settings.heartbeat_interval_seconds
         self._name = worker_name
         self._on_beat = on_beat
+        self._can_consume = can_consume
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -49,15 +56,17 @@ class Presence(threading.Thread):
 
     def beat(self) -> None:
         with self._lock:
-            sessions = list(self._sessions)
+            sessions = tuple(sorted(self._sessions))
         pipe = self._redis.pipeline(transaction=False)
         now = time.time()
-        pipe.zadd(keys.live_workers(), {self._name: now + self._lease_ms / 1000})
+        if self._can_consume():
+            pipe.zadd(keys.live_workers(), {self._name: now + self._lease_ms / 1000})
+        else:
+            pipe.zrem(keys.live_workers(), self._name)
         # Workers that died without deregistering: drop them once their presence expired.
         pipe.zremrangebyscore(keys.live_workers(), "-inf", now)
-        for session_id in sessions:
-            # XX: a lease the session's end has deleted must stay deleted.
-            pipe.set(keys.session_lease(session_id), self._name, px=self._lease_ms, xx=True)
+        if sessions:
+            self._scripts.queue(RenewLeases(self._name, self._lease_ms, sessions), pipe)
         pipe.execute()
         if self._on_beat is not None:
             self._on_beat()
@@ -66,7 +75,9 @@ class Presence(threading.Thread):
         while not self._stopped.wait(self._interval):
             try:
                 self.beat()
-            except Exception:  # a Redis hiccup must not end the heartbeat for good
+            except redis.RedisError as error:  # an outage must not end the heartbeat for good
+                log.warning("heartbeat failed: %s", error)
+            except Exception:
                 log.exception("heartbeat failed")
 
     def stop(self) -> None:

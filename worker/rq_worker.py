@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
 from typing import Any
 
+import redis
 from rq.job import Job
 from rq.queue import Queue
 from rq.timeouts import TimerDeathPenalty
-from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker import SimpleWorker
+
+from shared.redis_retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +67,50 @@ class JobSlot(GpuWorker):
     def _install_signal_handlers(self) -> None:
         pass
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # True while RQ's work loop runs; false while the slot waits for Redis to come back.
+        self.serving = False
+
     def stop_after_current_job(self) -> None:
         # RQ's own request_stop installs signal handlers, which only the main thread may do.
         self._stop_requested = True
 
+    def serve(self, outage_tolerance_seconds: float) -> None:
+        """Run RQ's work loop, and run it again whenever it quits on an error.
+
+        RQ's loop quits on any Redis error outside its blocking dequeue (a step of its job
+        bookkeeping during a Redis restart): left alone, a short outage would end the slot
+        for good. Before starting again the slot must be registered dead, or RQ refuses to
+        register the same name; that and the restart wait for Redis with backoff.
+        """
+        while not self._stop_requested:
+            self.serving = True
+            try:
+                self.work(with_scheduler=False)
+            except Exception:
+                log.warning("job slot %s stopped on an error", self.name, exc_info=True)
+            finally:
+                self.serving = False
+            if self._stop_requested:
+                return
+            self._wait_until_registered_dead(outage_tolerance_seconds)
+
+    def _wait_until_registered_dead(self, outage_tolerance_seconds: float) -> None:
+        # Past the tolerance the slot keeps waiting (more slowly): a worker that cannot
+        # consume stops announcing itself, so nothing is sent to it meanwhile.
+        delays = backoff_delays(outage_tolerance_seconds)
+        while not self._stop_requested:
+            try:
+                with contextlib.suppress(Exception):
+                    self.unsubscribe()  # type: ignore[no-untyped-call]
+                self.register_death()  # type: ignore[no-untyped-call]
+                return
+            except redis.RedisError:
+                delay = delays()
+                threading.Event().wait(delay if delay is not None else outage_tolerance_seconds / 4)
+
     @property
-    def busy(self) -> bool:
-        return bool(self.get_state() == WorkerStatus.BUSY)
+    def busy_locally(self) -> bool:
+        """Whether the slot is running a job now (known without asking Redis)."""
+        return self._running_job is not None

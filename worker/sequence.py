@@ -42,12 +42,15 @@ class Sequence:
         self.generated: list[int] = []
         self.next_position = 0
         self.finish_reason: str | None = None
+        # Set by the engine when the sequence leaves it without an end of its own: the
+        # session was lost to this worker, or the worker is shutting down and hands it over.
+        self.interrupted: str | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
 
     @property
     def finished(self) -> bool:
-        return self.finish_reason is not None
+        return self.finish_reason is not None or self.interrupted is not None
 
     @property
     def last_token(self) -> int:
@@ -56,6 +59,7 @@ class Sequence:
     def accept(self, token: int) -> None:
         """Take the token sampled for this sequence and queue the text it completes."""
         self.generated.append(token)
+        self.writer.add_token(token)
         if token in self._eos:
             self.finish_reason = "stop"
             return
@@ -67,8 +71,24 @@ class Sequence:
         elif len(self.generated) >= self.max_new_tokens:
             self.finish_reason = "length"
 
+    def replay(self, tokens: tuple[int, ...]) -> None:
+        """Take over a session: accept the tokens an earlier attempt generated, in order.
+
+        The parser (reasoning split, stop strings, detokenizer) is a pure function of the
+        tokens, so this rebuilds exactly the events the earlier attempt wrote, and leaves
+        the parser in the state it had after them.
+        """
+        for position, token in enumerate(tokens):
+            if self.finished:
+                raise ValueError(f"the stored output ended at token {position} of {len(tokens)}")
+            self.accept(token)
+
     def cancel(self) -> None:
         self.finish_reason = "cancelled"
+
+    def interrupt(self, why: str) -> None:
+        self.interrupted = why
+        self.done.set()
 
     def outcome(self) -> Outcome:
         held_back = self._parser.flush()

@@ -1,23 +1,46 @@
-"""The worker's side of a session: its state transitions and the events it appends."""
+"""The worker's side of a session: its state transitions and the events it appends.
+
+The writer keeps every event and token of its session in memory and knows how many of
+each Redis already holds, so a write can be retried as often as needed (the APPEND script
+recognises a replay), and if Redis lost recent writes (a restart from an AOF that was a
+second behind) the missing tail is written again, identical, at the same indices.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
 import redis
 
-from shared import keys, session_scripts
-from shared.events import DATA_FIELD, ChunkWriter, SessionStatus, dumps, error_object
+from shared.events import ChunkWriter, dumps, error_object
 from shared.jobs import GenerationJob
-from shared.session_scripts import ScriptArg
+from shared.redis_retry import retry_through_outage
+from shared.session_scripts import (
+    Append,
+    Appended,
+    AppendReply,
+    Fail,
+    Finish,
+    Finished,
+    Start,
+    Started,
+    SyncScripts,
+)
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
 
-class SessionScripts:
-    """The session scripts, registered once per Redis connection."""
+# Items per APPEND call: Lua's unpack() has a limit, and a rewrite may be long.
+WRITE_CHUNK = 1000
 
-    def __init__(self, connection: redis.Redis) -> None:
-        self.start = connection.register_script(session_scripts.START)
-        self.finish = connection.register_script(session_scripts.FINISH)
-        self.fail = connection.register_script(session_scripts.FAIL)
+T = TypeVar("T")
+
+
+class SessionLost(Exception):
+    """The session is no longer this worker's: it ended, was taken over, or Redis lost it."""
 
 
 class SessionWriter:
@@ -30,73 +53,107 @@ class SessionWriter:
     def __init__(
         self,
         connection: redis.Redis,
-        scripts: SessionScripts,
+        scripts: SyncScripts,
         settings: Settings,
         job: GenerationJob,
+        worker: str,
     ) -> None:
         self._redis = connection
         self._scripts = scripts
         self._settings = settings
+        self._worker = worker
         self.session_id = job.session_id
-        self._keys = keys.session_keys(job.session_id)
-        self._events_key = keys.session_events(job.session_id)
-        self._cancel_key = keys.session_cancel(job.session_id)
         self.chunks = ChunkWriter(job.session_id, job.model, job.created)
-        self._pending: list[str] = []
-        self._stream_expires = False
+        self.events: list[str] = []  # every event of the session; the list index is its index
+        self.tokens: list[int] = []  # every token generated for it
+        self._written_events = 0
+        self._written_tokens = 0
+        self.lost = False
+        self.cancel_requested = False
 
-    def start(self, worker_name: str) -> SessionStatus | None:
-        """Move the session from queued to running; any other answer means: do not run.
-
-        None: the session has expired.
-        """
-        lease_ms = int(self._settings.worker_lease_seconds * 1000)
-        args: list[ScriptArg] = [worker_name, lease_ms, self._settings.session_keep_seconds]
-        reply = self._scripts.start(keys=self._keys, args=args)
-        status = reply.decode() if isinstance(reply, bytes) else str(reply)
-        return None if status == "gone" else SessionStatus(status)
+    def start(self, job_id: str) -> Started:
+        """Move the session from queued to running; any status but 'running' means: do not run."""
+        call = Start(
+            self.session_id,
+            worker=self._worker,
+            job_id=job_id,
+            lease_ms=int(self._settings.worker_lease_seconds * 1000),
+            keep_seconds=self._settings.session_keep_seconds,
+        )
+        return self._retry(lambda: self._scripts.run(call), "start")
 
     def emit(self, payload: str) -> None:
-        self._pending.append(payload)
+        self.events.append(payload)
 
-    def queue_flush(self, pipe: redis.client.Pipeline) -> int:
-        """Add this session's buffered events and its cancel-flag read to a pipeline.
+    def add_token(self, token: int) -> None:
+        self.tokens.append(token)
 
-        Returns how many replies they will produce.
-        """
-        for payload in self._pending:
-            pipe.xadd(self._events_key, {DATA_FIELD: payload}, id="0-*")
-        replies = len(self._pending) + 1
-        if self._pending and not self._stream_expires:
-            # The stream lives as long as the session's hash, even if nothing ends it.
-            pipe.expire(self._events_key, self._settings.session_keep_seconds, nx=True)
-            self._stream_expires = True
-            replies += 1
-        pipe.exists(self._cancel_key)
-        return replies
+    def mark_written(self) -> None:
+        """Everything held so far is known to be in Redis (a session taken over)."""
+        self._written_events, self._written_tokens = len(self.events), len(self.tokens)
 
-    def flushed(self, replies: list[object]) -> bool:
-        """Take the pipeline's replies for this session; true if a cancel is requested."""
-        self._pending.clear()
-        return bool(replies[-1])
+    @property
+    def unwritten(self) -> bool:
+        return self._written_events < len(self.events) or self._written_tokens < len(self.tokens)
 
-    def flush(self) -> bool:
-        """Write the buffered events and return whether a cancel has been requested."""
-        return flush_together(self._redis, [self])[0]
+    def append_call(self) -> Append:
+        """The next write: what Redis does not hold yet (a bounded chunk of it)."""
+        return Append(
+            self.session_id,
+            worker=self._worker,
+            next_index=self._written_events,
+            token_count=self._written_tokens,
+            keep_seconds=self._settings.session_keep_seconds,
+            events=tuple(self.events[self._written_events : self._written_events + WRITE_CHUNK]),
+            tokens=tuple(self.tokens[self._written_tokens : self._written_tokens + WRITE_CHUNK]),
+        )
+
+    def take_reply(self, call: Append, reply: AppendReply) -> None:
+        if reply.outcome in (Appended.OK, Appended.CANCEL):
+            self._written_events = call.next_index + len(call.events)
+            self._written_tokens = call.token_count + len(call.tokens)
+            self.cancel_requested = self.cancel_requested or reply.outcome is Appended.CANCEL
+        elif reply.outcome is Appended.BEHIND:
+            log.warning(
+                "session %s: Redis holds %d of %d events; writing the rest again",
+                self.session_id,
+                reply.event_count,
+                self._written_events,
+            )
+            self._written_events, self._written_tokens = reply.event_count, reply.token_count
+        else:
+            self.lost = True
+
+    def flush(self) -> None:
+        """Write everything buffered; raises SessionLost if the session is no longer ours."""
+        while True:
+            flush_together(self._redis, self._scripts, [self], self._settings.redis_outage_tolerance_seconds)
+            if self.lost:
+                raise SessionLost(self.session_id)
+            if not self.unwritten:
+                return
 
     def finish(
-        self, status: SessionStatus, finish_reason: str, usage: dict[str, object], final_events: list[str]
+        self, status: str, finish_reason: str, usage: dict[str, object], final_events: list[str]
     ) -> bool:
-        """End the session with its last events; false if it had already ended."""
-        self.flush()
-        args: list[ScriptArg] = [
-            status.value,
-            finish_reason,
-            dumps(usage),
-            self._settings.sessions_ttl_seconds,
-            self.session_id,
-        ]
-        return bool(self._scripts.finish(keys=self._keys, args=[*args, *final_events]))
+        """End the session with its last events; false if it was no longer ours to end."""
+        while True:
+            self.flush()
+            call = Finish(
+                self.session_id,
+                worker=self._worker,
+                status=status,
+                finish_reason=finish_reason,
+                usage_json=dumps(usage),
+                ttl=self._settings.sessions_ttl_seconds,
+                event_count=self._written_events,
+                final_events=tuple(final_events),
+            )
+            result = self._retry(partial(self._scripts.run, call), "finish")
+            if result is not Finished.BEHIND:
+                return result is Finished.ENDED
+            # Redis lost some of our writes since the last flush: write them again first.
+            self._written_events = self._written_tokens = 0
 
     def fail(
         self,
@@ -105,24 +162,39 @@ class SessionWriter:
         code: str = "generation_failed",
         param: str | None = None,
     ) -> bool:
-        """End the session with an error event (the worker itself stays up)."""
-        self._pending.clear()
+        """End the session with an error event, if this worker still runs it."""
         payload = dumps(error_object(message, error_type, code=code, param=param))
-        args: list[ScriptArg] = [message, self._settings.sessions_ttl_seconds, self.session_id, "0", payload]
-        return bool(self._scripts.fail(keys=self._keys, args=args))
+        call = Fail(
+            self.session_id,
+            message=message,
+            ttl=self._settings.sessions_ttl_seconds,
+            error_event=payload,
+            worker=self._worker,
+        )
+        return self._retry(lambda: self._scripts.run(call), "fail")
+
+    def _retry(self, call: Callable[[], T], what: str) -> T:
+        tolerance = self._settings.redis_outage_tolerance_seconds
+        return retry_through_outage(call, tolerance, f"{what} {self.session_id}")
 
 
-def flush_together(connection: redis.Redis, writers: list[SessionWriter]) -> list[bool]:
-    """Flush several sessions in one Redis round trip; returns each one's cancel flag.
+def flush_together(
+    connection: redis.Redis, scripts: SyncScripts, writers: list[SessionWriter], tolerance_seconds: float
+) -> None:
+    """Write several sessions' buffered events in one Redis round trip.
 
-    The engine calls this once per decoding step for its whole batch.
+    The engine calls this once per decoding step for its whole batch; each writer then
+    says whether a cancel was requested or the session was lost. Through a Redis outage
+    the same writes are sent again until they land (a replay is recognised and ignored).
     """
-    pipe = connection.pipeline(transaction=False)
-    sizes = [writer.queue_flush(pipe) for writer in writers]
-    replies = pipe.execute()
-    flags = []
-    start = 0
-    for writer, size in zip(writers, sizes, strict=True):
-        flags.append(writer.flushed(replies[start : start + size]))
-        start += size
-    return flags
+    calls = [writer.append_call() for writer in writers]
+
+    def write() -> list[object]:
+        pipe = connection.pipeline(transaction=False)
+        for call in calls:
+            scripts.queue(call, pipe)
+        return list(pipe.execute())
+
+    replies = retry_through_outage(write, tolerance_seconds, "event writes")
+    for writer, call, reply in zip(writers, calls, replies, strict=True):
+        writer.take_reply(call, call.parse(reply))

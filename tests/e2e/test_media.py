@@ -149,6 +149,7 @@ def test_streamed_media_request_starts_once_the_worker_accepts_it(stack: Stack) 
         events = list(iter_events(response))
     assert events[-1].is_done
     assert events[0].json["choices"][0]["delta"]["role"] == "assistant"
-    # The inline image was read once and is gone from Redis.
-    job_id = stack.redis.hget("qvl:session:media-stream", "job_id")
-    assert job_id and not stack.redis.exists(keys.job_inline_media(str(job_id)))
+    # The inline image is kept while the session is open (another worker may need it) and
+    # deleted when it ends.
+    assert stack.redis.hget(keys.session_meta("media-stream"), "status") == "finished"
+    assert not stack.redis.exists(keys.session_media("media-stream"))

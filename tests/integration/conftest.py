@@ -10,14 +10,15 @@ import pytest
 import redis
 
 from shared.jobs import ChatMessage, GenerationJob, SamplingParams, TextPart
+from shared.session_scripts import Create, SyncScripts
 from shared.settings import Settings
 from tests.processes import RedisServer
 from worker.engine import Engine
 from worker.generation import build_sequence
 from worker.media.loader import Media
 from worker.model import LoadedModel, load_model
-from worker.sequence import Sequence
-from worker.session_writer import SessionScripts, SessionWriter
+from worker.sequence import Outcome, Sequence
+from worker.session_writer import SessionWriter
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +59,42 @@ def make_job(text: str = "Hello", **sampling: Any) -> GenerationJob:
     )
 
 
+WORKER = "engine-test-worker"
+
+
+def decode(engine: Engine, sequence: Sequence) -> Outcome:
+    """Run a sequence to its end (it must not be interrupted)."""
+    outcome = engine.run(sequence)
+    assert outcome is not None, f"interrupted: {sequence.interrupted}"
+    return outcome
+
+
+def open_session(connection: redis.Redis, settings: Settings, job: GenerationJob) -> SessionWriter:
+    """A queued session for the job, started by this test's worker: what a job would do."""
+    scripts = SyncScripts(connection)
+    job_id = f"job-{job.session_id}"
+    create = Create(
+        job.session_id,
+        now=0,
+        request_id=job_id,
+        owner="test",
+        model=job.model,
+        keep_seconds=600,
+        job_payload=job.model_dump_json(),
+    )
+    scripts.run(create)
+    writer = SessionWriter(connection, scripts, settings, job, WORKER)
+    assert writer.start(job_id).status == "running"
+    return writer
+
+
 class SequenceFactory:
     def __init__(self, loaded: LoadedModel, connection: redis.Redis, settings: Settings) -> None:
-        self.loaded, self._connection, self._settings = loaded, connection, settings
+        self.loaded, self.connection, self.settings = loaded, connection, settings
 
     def __call__(self, job: GenerationJob, media: list[Media] | None = None) -> Sequence:
-        writer = SessionWriter(self._connection, SessionScripts(self._connection), self._settings, job)
+        writer = open_session(self.connection, self.settings, job)
+        writer.emit(writer.chunks.role())
         return build_sequence(self.loaded, job, writer, media)
 
 
