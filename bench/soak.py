@@ -219,14 +219,14 @@ async def drive(plan: SoakPlan, stack: SoakStack) -> SoakResult:
     records: list[FaultRecord] = []
     async with http_client(2 * plan.clients + 8, plan.read_timeout_s) as http:
         client = Client(http, stack.urls, plan.request)
-        supervisor = asyncio.create_task(_supervise(stack))
+        start = stack.epoch = loop.time()
+        load_ends, give_up = start + plan.duration_s, start + plan.duration_s + plan.drain_s
+        log.info("load: %d clients for %g s, %d faults planned", plan.clients, plan.duration_s, len(faults))
+        background = [
+            asyncio.create_task(_supervise(stack)),
+            injector := asyncio.create_task(_inject(stack, faults, start, records)),
+        ]
         try:
-            start = stack.epoch = loop.time()
-            load_ends, give_up = start + plan.duration_s, start + plan.duration_s + plan.drain_s
-            log.info(
-                "load: %d clients for %g s, %d faults planned", plan.clients, plan.duration_s, len(faults)
-            )
-            injector = asyncio.create_task(_inject(stack, faults, start, records))
             async with asyncio.TaskGroup() as group:
                 for number in range(plan.clients):
                     group.create_task(_user(client, number, sessions, load_ends, give_up, plan.seed))
@@ -234,11 +234,12 @@ async def drive(plan: SoakPlan, stack: SoakStack) -> SoakResult:
             ended = loop.time() - start
             log.info("load and drain over after %.1f s; replaying %d sessions", ended, len(sessions))
             to_check = [session for session in sessions if session.rejection is None]
+            # The supervisor keeps running: a replay needs the gateways up.
             replays = await _replay_all(client, to_check, plan.replay_idle_s)
         finally:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
     rejected = [session for session in sessions if session.rejection is not None]
     tally, problems = _check(rejected, list(zip(to_check, replays, strict=True)))
     return SoakResult(
