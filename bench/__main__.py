@@ -1,4 +1,7 @@
-"""Measure the service end to end, beside generate() and transformers serve (bench/README.md)."""
+"""Measure the service end to end, beside generate() and transformers serve (bench/README.md).
+
+``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.report import render, write_json
+from bench.soak import run_soak
 from bench.stack import Placement
 from bench.suite import PARTS, Plan, RelayPlan, run
 from bench.workload import DEFAULT_PROMPT, LENGTH_FORCINGS, Workload
@@ -41,7 +45,11 @@ def level_list(text: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog="python -m bench soak --help: the fault-injection soak",
+    )
     add = parser.add_argument
     add("--quick", action="store_true", help="levels 1 and 4, fewer requests: about a minute")
     add("--levels", type=level_list, help="comma-separated concurrency levels (default 1,4,16,64)")
@@ -122,15 +130,21 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    args = parse_args(argv)
-    plan = plan_of(args)
+    argv = sys.argv[1:] if argv is None else argv
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
     try:
-        results = run(plan)
+        if argv[:1] == ["soak"]:
+            return run_soak(argv[1:])
+        return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)
         return 130
+
+
+def benchmark(argv: list[str]) -> int:
+    args = parse_args(argv)
+    results = run(plan_of(args))
     print(render(results), end="")
     print(f"process logs: {LOG_DIR}", file=sys.stderr)
     if args.json:

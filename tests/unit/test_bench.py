@@ -1,11 +1,18 @@
-"""The benchmark's pure parts: percentiles, what a stream counts, targets, tables."""
+"""The benchmark's pure parts: percentiles, what a stream counts, targets, tables, soak verdicts."""
 
 from __future__ import annotations
+
+import itertools
+import random
 
 from bench.analysis import targets
 from bench.load import Stream, summarise
 from bench.report import table
 from bench.results import BaselineResult, BenchResults, LevelResult, ServerResult
+from bench.soak_check import Outcome, Replay, SeenEvent, error_key, judge, tally
+from bench.soak_client import index_of, rejection_code
+from bench.soak_faults import schedule
+from bench.sse import Frame, FrameParser
 from bench.stats import Percentiles, percentile
 
 
@@ -65,3 +72,104 @@ def test_table_aligns_text_left_and_numbers_right() -> None:
     assert lines[0] == "name                  tok/s"
     assert lines[2] == "ours                1,234.5"
     assert lines[3] == "transformers serve        -"
+
+
+def _events(*indices: int, text: str = "x") -> list[SeenEvent]:
+    return [SeenEvent(index, f'{{"n":{index},"t":"{text}"}}') for index in indices]
+
+
+ERROR_EVENT = '{"error":{"message":"gone","type":"server_error","param":null,"code":"worker_lost"}}'
+
+
+def test_a_stream_equal_to_its_replay_is_clean() -> None:
+    seen = _events(0, 1, 2)
+    verdict = judge(seen, client_done=True, replay=Replay(tuple(seen), complete=True))
+    assert verdict.outcome is Outcome.FINISHED and verdict.clean
+    assert (verdict.duplicated, verdict.missing, verdict.mismatch) == ((), (), None)
+
+
+def test_an_index_seen_twice_is_duplicated_and_mismatched() -> None:
+    seen = _events(0, 1, 1, 2)
+    verdict = judge(seen, client_done=True, replay=Replay(tuple(_events(0, 1, 2)), complete=True))
+    assert verdict.duplicated == (1,)
+    assert verdict.missing == ()
+    assert verdict.mismatch == "position 2: client has index 1, replay has 2"
+    assert not verdict.clean
+
+
+def test_a_gap_in_indices_is_missing() -> None:
+    verdict = judge(_events(0, 3), client_done=True, replay=Replay(tuple(_events(0, 1, 2, 3)), complete=True))
+    assert verdict.missing == (1, 2)
+    assert verdict.mismatched
+
+
+def test_different_data_under_the_same_index_is_a_mismatch() -> None:
+    replay = Replay(tuple(_events(0, 1, text="replayed")), complete=True)
+    verdict = judge(_events(0, 1), client_done=True, replay=replay)
+    assert verdict.mismatch == "index 0: the client's data differs from the replay's"
+
+
+def test_a_replay_with_more_events_after_the_clients_end_is_a_mismatch() -> None:
+    verdict = judge(_events(0, 1), client_done=True, replay=Replay(tuple(_events(0, 1, 2)), complete=False))
+    assert verdict.mismatch == "the replay has 1 event(s) after the client's end"
+
+
+def test_an_unfinished_client_only_needs_to_be_a_prefix_of_the_replay() -> None:
+    verdict = judge(_events(0, 1), client_done=False, replay=Replay(tuple(_events(0, 1, 2)), complete=False))
+    assert verdict.outcome is Outcome.HUNG
+    assert verdict.mismatch is None
+    shorter_replay = judge(
+        _events(0, 1, 2), client_done=False, replay=Replay(tuple(_events(0, 1)), complete=True)
+    )
+    assert shorter_replay.mismatch == "client has 1 event(s) beyond the replay's end"
+
+
+def test_an_error_end_event_counts_by_its_code() -> None:
+    seen = [*_events(0, 1), SeenEvent(2, ERROR_EVENT)]
+    verdict = judge(seen, client_done=True, replay=Replay(tuple(seen), complete=True))
+    assert (verdict.outcome, verdict.error_code) == (Outcome.ERRORED, "worker_lost")
+    assert error_key({"type": "server_error", "code": None}) == "server_error"
+
+
+def test_tally_counts_each_finding_once_per_session() -> None:
+    clean = judge(_events(0, 1), True, Replay(tuple(_events(0, 1)), complete=True))
+    errored = judge([SeenEvent(0, ERROR_EVENT)], True, Replay((SeenEvent(0, ERROR_EVENT),), complete=True))
+    broken = judge(_events(0, 0, 2), True, Replay(tuple(_events(0, 1, 2)), complete=True))
+    hung = judge(_events(0), False, Replay(tuple(_events(0)), complete=False))
+    result = tally(
+        ["no_worker (HTTP 503)"], [(clean, False), (errored, False), (broken, False), (hung, True)]
+    )
+    assert (result.started, result.accepted, result.rejected) == (5, 4, 1)
+    assert (result.finished, result.errored, result.hung, result.lost) == (2, 1, 1, 1)
+    assert (result.duplicated, result.missing, result.mismatched) == (1, 1, 1)
+    assert result.errors_by_code == {"worker_lost": 1}
+    assert result.rejections_by_code == {"no_worker (HTTP 503)": 1}
+    assert not result.clean
+    assert tally([], [(clean, False)]).clean
+
+
+def test_frame_parser_keeps_ids_and_drops_an_unfinished_event() -> None:
+    parser = FrameParser()
+    lines = [": ping", "id: s:0", "data: {}", "", "data: [DONE]", "", "id: s:1", 'data: {"cut']
+    frames = [frame for frame in map(parser.feed, lines) if frame is not None]
+    assert frames == [Frame("s:0", "{}"), Frame(None, "[DONE]")]
+
+
+def test_event_ids_and_error_responses_are_read() -> None:
+    assert index_of("chatcmpl-a:7", "chatcmpl-a") == 7
+    assert index_of("chatcmpl-b:7", "chatcmpl-a") == -1
+    assert index_of(None, "chatcmpl-a") == -1
+    body = b'{"error":{"message":"m","type":"service_unavailable","param":null,"code":"no_worker"}}'
+    assert rejection_code(503, body) == "no_worker (HTTP 503)"
+    assert rejection_code(502, b"Bad Gateway") == "no code (HTTP 502)"
+
+
+def test_faults_rotate_and_stay_inside_the_load() -> None:
+    plan = schedule(["worker-kill", "redis-pause"], 60.0, (10.0, 15.0), random.Random(1))
+    assert [item.name for item in plan] == ["worker-kill", "redis-pause"] * (len(plan) // 2) + (
+        ["worker-kill"] if len(plan) % 2 else []
+    )
+    assert [item.turn for item in plan[:4]] == [0, 0, 1, 1]
+    assert all(10.0 <= later.at_s - earlier.at_s <= 15.0 for earlier, later in itertools.pairwise(plan))
+    assert 4 <= len(plan) <= 5 and plan[-1].at_s < 60.0
+    assert schedule([], 60.0, (10.0, 15.0), random.Random(1)) == []
