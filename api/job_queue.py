@@ -10,7 +10,6 @@ import time
 from functools import partial
 from typing import Any
 
-import redis
 from anyio import to_thread
 from redis.asyncio import Redis as AsyncRedis
 from rq.exceptions import NoSuchJobError
@@ -20,6 +19,7 @@ from rq.serializers import JSONSerializer
 
 from shared import keys
 from shared.queueing import enqueue_generation, generation_queue
+from shared.redis_connection import sync_client
 from shared.settings import Settings
 
 
@@ -27,7 +27,7 @@ class JobQueue:
     def __init__(self, settings: Settings, async_redis: AsyncRedis) -> None:
         self._settings = settings
         self._redis = async_redis
-        self._sync = redis.Redis.from_url(settings.redis_url)
+        self._sync = sync_client(settings)
         self._queue = generation_queue(settings, self._sync)
 
     async def store_inline_media(self, session_id: str, inline_media: list[str]) -> None:

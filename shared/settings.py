@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     # Queue, sessions and liveness
     redis_url: str = "redis://localhost:6379/0"
+    # With Sentinel: "host:port,host:port" of the sentinels and the name of the monitored
+    # master; REDIS_URL then only gives the database, user and password.
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    redis_master_name: str = "mymaster"
     queue_name: str = "generation"
     job_timeout_seconds: int = Field(3600, ge=1)
     sessions_ttl_seconds: int = Field(600, ge=1)
@@ -66,7 +70,9 @@ class Settings(BaseSettings):
     # How long the worker and the gateway keep retrying while Redis is unreachable.
     redis_outage_tolerance_seconds: float = Field(60.0, gt=0)
 
-    @field_validator("api_keys", "cors_allow_origins", "allowed_media_hosts", mode="before")
+    @field_validator(
+        "api_keys", "cors_allow_origins", "allowed_media_hosts", "redis_sentinels", mode="before"
+    )
     @classmethod
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):

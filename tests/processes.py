@@ -84,16 +84,35 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self) -> None:
-        self.port = free_port()
+    """A redis-server on a free port; with ``data_dir``, persistent as compose runs it (AOF)."""
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run scripts/bootstrap.sh")
+        persistence = ["--save", "", "--appendonly", "no"]
+        if data_dir is not None:
+            persistence = [
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--dir",
+                str(data_dir),
+            ]
         super().__init__(
-            f"redis-{self.port}",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            f"redis-{self.port}-{time.monotonic_ns()}",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *persistence],
         )
         self.wait_or_stop(self._answers, 10, "redis-server")
+
+    def restarted(self) -> RedisServer:
+        """The same server started again (after ``stop``), from its own files."""
+        return RedisServer(self.port, self.data_dir)
 
     def _answers(self) -> bool:
         try:

@@ -15,6 +15,8 @@ import redis
 from rq.serializers import JSONSerializer
 
 from shared.queueing import generation_queue
+from shared.redis_connection import sync_client
+from shared.redis_retry import retry_through_outage
 from shared.session_scripts import SyncScripts
 from shared.settings import Settings, get_settings
 from worker.engine import Engine
@@ -48,11 +50,13 @@ def main() -> None:
     settings = get_settings()
     # Every job slot holds a connection in a blocking dequeue and uses more while it runs;
     # redis-py's default pool of 100 is too small for a wide batch.
-    connection = redis.Redis.from_url(settings.redis_url, max_connections=100 + 4 * settings.worker_max_batch)
+    connection = sync_client(settings, max_connections=100 + 4 * settings.worker_max_batch)
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
-    slots = _slots(settings, connection, name)
+    tolerance = settings.redis_outage_tolerance_seconds
+    # RQ's worker reads from Redis as it is built: a worker started during an outage waits.
+    slots = retry_through_outage(lambda: _slots(settings, connection, name), tolerance, "worker start")
     engine = Engine(loaded, connection, settings.worker_max_batch, settings.redis_outage_tolerance_seconds)
 
     def beat_slots() -> None:
@@ -82,13 +86,12 @@ def main() -> None:
     )
     install(runtime)
     engine.start()
-    # Announce the worker only once the model is loaded: /health's modelReady relies on it.
-    presence.beat()
-    presence.start()
     for slot in slots:
-        threading.Thread(
-            target=slot.serve, args=(settings.redis_outage_tolerance_seconds,), name=slot.name, daemon=True
-        ).start()
+        slot.serving = True  # until its loop says otherwise
+        threading.Thread(target=slot.serve, args=(tolerance,), name=slot.name, daemon=True).start()
+    # Announce the worker only once the model is loaded: /health's modelReady relies on it.
+    retry_through_outage(presence.beat, tolerance, "worker start")
+    presence.start()
     log.info("worker %s ready with %d job slots", name, len(slots))
 
     _wait_for_signal()

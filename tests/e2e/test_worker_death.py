@@ -55,7 +55,7 @@ def stream_with_fault(stack: Stack, body: dict[str, Any], fault_after: int, faul
 
 def contents(events: list[SSEvent]) -> list[Any]:
     """What a client reads from each event, without the session's own id."""
-    seen = []
+    seen: list[Any] = []
     for event in events:
         if event.is_done:
             seen.append("[DONE]")
@@ -87,7 +87,7 @@ def test_a_killed_worker_costs_its_client_nothing(make_stack: StackFactory) -> N
 
 def test_a_greedy_stream_survives_a_kill_too(make_stack: StackFactory) -> None:
     private = make_stack(workers=2)
-    greedy = {"temperature": 0.0, "presence_penalty": 1.5}  # penalties: the history counts
+    greedy: dict[str, Any] = {"temperature": 0.0, "presence_penalty": 1.5}  # penalties: the history counts
     events = stream_with_fault(private, stream_body("greedy-dies", **greedy), 10, Worker.kill)
     expected = stream_with_fault(private, stream_body("greedy-ref", **greedy), 0, lambda _: None)
     assert_seamless(events, expected)
