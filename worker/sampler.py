@@ -34,6 +34,7 @@ from worker.sampling import apply_penalties, token_counts
 # Uniform numbers are multiples of 2**-24: float32 holds each of them exactly, so a draw
 # does not depend on the device's rounding of the conversion.
 UNIFORM_BITS = 24
+UNIFORM_STEPS = 1 << UNIFORM_BITS
 
 _unseeded = random.Random()  # seeded by the OS; nothing else draws from it
 
@@ -121,12 +122,12 @@ def seeded_uniform(seed: int, index: int) -> float:
     """
     key = seed.to_bytes(16, "little", signed=True) + index.to_bytes(8, "little")
     digest = hashlib.blake2b(key, digest_size=8, person=b"sampler-draw").digest()
-    return (int.from_bytes(digest, "little") >> (64 - UNIFORM_BITS)) / 2**UNIFORM_BITS
+    return (int.from_bytes(digest, "little") >> (64 - UNIFORM_BITS)) / UNIFORM_STEPS
 
 
 def _uniform(row: RowSampling, index: int) -> float:
     if row.seed is None:
-        return _unseeded.getrandbits(UNIFORM_BITS) / 2**UNIFORM_BITS
+        return _unseeded.getrandbits(UNIFORM_BITS) / UNIFORM_STEPS
     return seeded_uniform(row.seed, index)
 
 

@@ -72,7 +72,7 @@ def test_the_same_seed_samples_the_same_tokens(generated_ids: Any) -> None:
 
 
 # Plain sampling over the whole vocabulary: a top-k neighbour must not change its path.
-SEEDED = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 7, "max_new_tokens": 24}
+SEEDED: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 7, "max_new_tokens": 24}
 
 
 def test_a_seeded_request_samples_the_same_beside_other_requests(

@@ -82,4 +82,3 @@ def test_a_run_that_never_completes_costs_bounded_decoding(tokenizer: Any, run: 
     assert output.replace("\ufffd", "") == full.replace("\ufffd", "")
     if run != "special_tokens":
         assert output.count("\ufffd") >= RUN_LENGTH // len(fragment) // 2
-
