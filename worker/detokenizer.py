@@ -2,7 +2,17 @@
 
 Decoding each token alone breaks multi-byte characters and drops the spaces that depend
 on the previous token, so text is decoded over a short sliding window and a piece is only
-released once it no longer ends in an incomplete character (the same scheme as vLLM/TGI).
+released once it no longer ends in an incomplete character (the scheme of vLLM/TGI: the
+window is the tokens of the last released piece, as context, then the pending ones).
+
+A character takes at most four bytes, and the model's text almost never leaves more than
+two tokens pending, but nothing stops a model from writing byte tokens that never form
+valid UTF-8. So the pending tokens are bounded: past ``MAX_PENDING_TOKENS`` their text is
+released as it decodes, replacement characters included, and the window starts afresh.
+Each token then costs a bounded amount of decoding, whatever the output.
+
+The output is a pure function of the token ids pushed: a fresh detokenizer fed the same
+ids releases the same pieces.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 from typing import Protocol
 
 INCOMPLETE_CHARACTER = "\ufffd"
+MAX_PENDING_TOKENS = 8
 
 
 class Decoder(Protocol):
@@ -17,29 +28,41 @@ class Decoder(Protocol):
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Decoder) -> None:
+    def __init__(self, tokenizer: Decoder, max_pending: int = MAX_PENDING_TOKENS) -> None:
         self._tokenizer = tokenizer
-        self._ids: list[int] = []
-        self._prefix_offset = 0
-        self._read_offset = 0
+        self._max_pending = max_pending
+        self._context: list[int] = []  # the tokens of the last released piece
+        self._context_text = ""  # their text, decoded alone
+        self._pending: list[int] = []  # tokens whose text is not released yet
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
         """Add one token; return the text it completes (possibly empty)."""
-        self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        full_text = self._decode(self._ids[self._prefix_offset :])
-        if len(full_text) > len(prefix_text) and not full_text.endswith(INCOMPLETE_CHARACTER):
-            self._prefix_offset = self._read_offset
-            self._read_offset = len(self._ids)
-            return full_text[len(prefix_text) :]
+        self._pending.append(token_id)
+        text = self._decode(self._context + self._pending)
+        if len(text) > len(self._context_text) and not text.endswith(INCOMPLETE_CHARACTER):
+            piece = text[len(self._context_text) :]
+            self._context, self._pending = self._pending, []
+            self._context_text = self._decode(self._context)
+            return piece
+        if len(self._pending) < self._max_pending:
+            return ""
+        if text.endswith(INCOMPLETE_CHARACTER):
+            # Bytes that will not form a character: give up on them, as a full decode would.
+            return self._restart(text)
+        # Tokens that decode to nothing (skipped special tokens) change no text: drop them.
+        self._pending = []
         return ""
 
     def flush(self) -> str:
         """Release whatever is held back, incomplete characters included."""
-        prefix_text = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        full_text = self._decode(self._ids[self._prefix_offset :])
-        self._prefix_offset = self._read_offset = len(self._ids)
-        return full_text[len(prefix_text) :]
+        if not self._pending:
+            return ""
+        return self._restart(self._decode(self._context + self._pending))
+
+    def _restart(self, text: str) -> str:
+        piece = text[len(self._context_text) :]
+        self._context, self._context_text, self._pending = [], "", []
+        return piece

@@ -6,6 +6,12 @@ client stops its answer on ("\n\n", "Observation:", a code fence), and stopping 
 would leave no answer at all. (vLLM matches stop strings on the whole output; this is a
 deliberate difference.) Pure logic, one instance per sequence, so that a batching decode
 loop can keep one per row.
+
+Its state is a function of the token ids pushed (given the tokenizer, the stop strings and
+whether the prompt opened the thinking block): a fresh parser fed a sequence's first
+``i`` tokens holds back the same text and continues with the same deltas as the parser
+that saw them one step at a time. A sequence resumed at token ``i`` rebuilds its parser
+that way (``push_many``), dropping the text it returns, which was already emitted.
 """
 
 from __future__ import annotations
@@ -33,6 +39,15 @@ class OutputParser:
         if self.stopped:
             return TextDelta()
         return self._cut(self._splitter.push(token_id))
+
+    def push_many(self, token_ids: list[int]) -> TextDelta:
+        """Add several tokens: the text pushing them one by one would release, joined."""
+        delta = TextDelta()
+        for token_id in token_ids:
+            if self.stopped:
+                break
+            delta += self.push(token_id)
+        return delta
 
     def flush(self) -> TextDelta:
         """The output ended: release what is held back (a partial stop string included)."""

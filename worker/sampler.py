@@ -1,20 +1,42 @@
 """Picks the next token of every sequence in a batch, each with its own settings.
 
+Each row takes the path its own settings call for, whatever the other rows ask: greedy
+(argmax), plain sampling over the whole vocabulary, or truncated sampling (top-k and/or
+top-p). Rows are grouped by path, and truncated rows also by their top-k width, so every
+tensor operation a row goes through has the same shape alone as in any batch.
+
+A draw is one uniform number per row, turned into a token by inverting the row's CDF. For
+a seeded row that number is a hash of (seed, token index), not the next output of a
+stateful generator: the token sampled at index ``i`` is a pure function of the seed, ``i``
+and the row's logits. So a seeded request samples the same tokens alone or beside any
+other rows, and a worker that resumes it at index ``i`` in another process continues it
+exactly. Unseeded rows draw from a generator of their own, seeded by the OS.
+
 At small model sizes sampling over the 152k-token vocabulary costs more than the model,
 so the sampler avoids full-vocabulary sorts: top-k narrows the candidates with ``topk``
-before anything else, and plain sampling (no top-k, no top-p) is one softmax and one
-``multinomial`` for the whole batch.
+before anything else, and plain sampling reads the logits once (see
+``_draw_from_logits``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from shared.jobs import SamplingParams
 from worker.sampling import apply_penalties, token_counts
+
+# Uniform numbers are multiples of 2**-24: float32 holds each of them exactly, so a draw
+# does not depend on the device's rounding of the conversion.
+UNIFORM_BITS = 24
+UNIFORM_STEPS = 1 << UNIFORM_BITS
+
+_unseeded = random.Random()  # seeded by the OS; nothing else draws from it
 
 
 @dataclass
@@ -28,7 +50,7 @@ class RowSampling:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
-    generator: torch.Generator | None = None
+    seed: int | None = None
     prompt_ids: list[int] = field(default_factory=list)  # for the repetition penalty
     _prompt_mask: torch.Tensor | None = None  # [vocab] bool, built at first use
 
@@ -40,11 +62,32 @@ class RowSampling:
     def penalised(self) -> bool:
         return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
+    def width(self, vocab: int) -> int:
+        """How many of the best candidates top-k keeps (the whole vocabulary without a cut)."""
+        return self.top_k if 0 < self.top_k < vocab else vocab
+
+    def path(self, vocab: int) -> tuple[str, int]:
+        """How this row is sampled, with the candidate width that shapes its tensors."""
+        if self.greedy:
+            return ("greedy", vocab)
+        width = self.width(vocab)
+        if width == vocab and self.top_p >= 1.0:
+            return ("plain", vocab)
+        return ("truncated", width)
+
 
 def resolve(
-    sampling: SamplingParams, defaults: object, device: torch.device, prompt_ids: list[int] | None = None
+    sampling: SamplingParams,
+    defaults: object,
+    device: torch.device | None = None,
+    prompt_ids: list[int] | None = None,
 ) -> RowSampling:
-    """Fill what a request left open from the checkpoint's generation_config."""
+    """Fill what a request left open from the checkpoint's generation_config.
+
+    ``device`` is accepted for existing callers only: draws are hashed on the host, so the
+    settings no longer hold a device generator.
+    """
+    del device
 
     def default(name: str, fallback: float) -> float:
         value = getattr(defaults, name, None)
@@ -54,10 +97,6 @@ def resolve(
     temperature = sampling.temperature
     if temperature is None:
         temperature = default("temperature", 1.0) if do_sample else 0.0
-    generator = None
-    if sampling.seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(sampling.seed)
     return RowSampling(
         temperature=temperature,
         top_p=sampling.top_p if sampling.top_p is not None else default("top_p", 1.0),
@@ -70,9 +109,26 @@ def resolve(
         presence_penalty=sampling.presence_penalty,
         frequency_penalty=sampling.frequency_penalty,
         logit_bias=dict(sampling.logit_bias),
-        generator=generator,
+        seed=sampling.seed,
         prompt_ids=list(prompt_ids or []),
     )
+
+
+def seeded_uniform(seed: int, index: int) -> float:
+    """The uniform number in [0, 1) behind token ``index`` of a request seeded with ``seed``.
+
+    A keyed hash rather than a generator's stream: the same in every process and on every
+    device, and for index ``i`` whatever was drawn before it.
+    """
+    key = seed.to_bytes(16, "little", signed=True) + index.to_bytes(8, "little")
+    digest = hashlib.blake2b(key, digest_size=8, person=b"sampler-draw").digest()
+    return (int.from_bytes(digest, "little") >> (64 - UNIFORM_BITS)) / UNIFORM_STEPS
+
+
+def _uniform(row: RowSampling, index: int) -> float:
+    if row.seed is None:
+        return _unseeded.getrandbits(UNIFORM_BITS) / UNIFORM_STEPS
+    return seeded_uniform(row.seed, index)
 
 
 def _prompt_mask(row: RowSampling, vocab: int, device: torch.device) -> torch.Tensor:
@@ -82,7 +138,7 @@ def _prompt_mask(row: RowSampling, vocab: int, device: torch.device) -> torch.Te
     return row._prompt_mask
 
 
-def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> None:
+def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: Sequence[Sequence[int]]) -> None:
     """Logit bias, then penalties, in place; only the rows that ask for them pay."""
     device, vocab = logits.device, logits.shape[1]
     for index, row in enumerate(rows):
@@ -94,7 +150,7 @@ def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[
         return
     chosen = [rows[i] for i in penalised]
     longest = max(len(histories[i]) for i in penalised)
-    padded = [histories[i] + [-1] * (longest - len(histories[i])) for i in penalised]
+    padded = [list(histories[i]) + [-1] * (longest - len(histories[i])) for i in penalised]
     logits[penalised] = apply_penalties(
         logits[penalised],
         torch.stack([_prompt_mask(row, vocab, device) for row in chosen]),
@@ -105,22 +161,14 @@ def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[
     )
 
 
-def _uniforms(rows: list[RowSampling], device: torch.device) -> torch.Tensor:
-    """One uniform number per row; rows with a seed draw from their own generator."""
-    if all(row.generator is None for row in rows):
-        return torch.rand(len(rows), 1, device=device)
-    draws = [torch.rand(1, generator=row.generator, device=device) for row in rows]
-    return torch.stack(draws)
-
-
-def _draw(probs: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+def _draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """One draw per row from (unnormalised) probabilities, by inverting the CDF.
 
     ``torch.multinomial`` over a 152k vocabulary costs ~3 ms per row on a CPU; a cumulative
     sum and a binary search cost ~0.1 ms.
     """
     cdf = probs.cumsum(dim=-1)
-    targets = _uniforms(rows, probs.device) * cdf[:, -1:]
+    targets = uniforms * cdf[:, -1:]
     picked = torch.searchsorted(cdf, targets, right=True).squeeze(1)
     return picked.clamp_(max=probs.shape[-1] - 1)
 
@@ -132,7 +180,7 @@ def _block_size(vocab: int) -> int | None:
     return min(divisors, key=lambda d: abs(d - 1024)) if divisors else None
 
 
-def _draw_from_logits(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
+def _draw_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """One draw per row from softmax(logits) over the whole vocabulary, in two levels.
 
     A softmax and a cumulative sum over [batch, 152k] cost several passes over memory; this
@@ -142,13 +190,13 @@ def _draw_from_logits(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Te
     batch, vocab = logits.shape
     size = _block_size(vocab)
     if size is None:
-        return _draw(torch.softmax(logits, dim=-1), rows)
+        return _draw(torch.softmax(logits, dim=-1), uniforms)
     blocks = logits.view(batch, vocab // size, size)
     block_log_mass = torch.logsumexp(blocks, dim=-1)
     block_probs = torch.softmax(block_log_mass, dim=-1)
     cdf = block_probs.cumsum(dim=-1)
     # Scaled just below the total so that rounding can never select past the last block.
-    targets = _uniforms(rows, logits.device) * cdf[:, -1:] * (1 - 2**-20)
+    targets = uniforms * cdf[:, -1:] * (1 - 2**-20)
     block = torch.searchsorted(cdf, targets, right=True).clamp_(max=vocab // size - 1)
     inside = blocks[torch.arange(batch, device=logits.device), block.squeeze(1)]
     # Probabilities of the chosen block's tokens, on the same scale as the block CDF.
@@ -158,42 +206,74 @@ def _draw_from_logits(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Te
     return (block * size + token).squeeze(1)
 
 
-def _sample(logits: torch.Tensor, rows: list[RowSampling]) -> torch.Tensor:
-    """Sample every row; ``logits`` is scratch space and is overwritten."""
-    temperatures = torch.tensor([row.temperature for row in rows], device=logits.device)
-    logits.div_(temperatures.unsqueeze(1))
-    vocab = logits.shape[1]
-    if all(row.top_k <= 0 and row.top_p >= 1.0 for row in rows):
-        return _draw_from_logits(logits, rows)
-    widest = max(row.top_k if 0 < row.top_k < vocab else vocab for row in rows)
-    values, candidates = torch.topk(logits, widest, dim=-1)  # sorted, best first
-    for index, row in enumerate(rows):
-        if 0 < row.top_k < widest:
-            values[index, row.top_k :] = float("-inf")
+def _draw_truncated(
+    logits: torch.Tensor, rows: list[RowSampling], width: int, uniforms: torch.Tensor
+) -> torch.Tensor:
+    """One draw per row among its ``width`` best candidates, then its top-p prefix of them."""
+    values, candidates = torch.topk(logits, width, dim=-1)  # sorted, best first
     probs = torch.softmax(values, dim=-1)
     top_p = torch.tensor([row.top_p for row in rows], device=logits.device).unsqueeze(1)
     # Keep the smallest prefix whose mass reaches top_p (the best candidate always stays).
     outside = (probs.cumsum(dim=-1) - probs) >= top_p
-    probs = probs.masked_fill(outside, 0.0)
-    picked = _draw(probs, rows)
+    picked = _draw(probs.masked_fill_(outside, 0.0), uniforms)
     return candidates.gather(1, picked.unsqueeze(1)).squeeze(1)
 
 
-def sample_next(logits: torch.Tensor, rows: list[RowSampling], histories: list[list[int]]) -> list[int]:
-    """The next token id of each row of ``logits`` ([batch, vocab]), which it overwrites."""
+def _sample_group(
+    path: tuple[str, int], logits: torch.Tensor, rows: list[RowSampling], uniforms: list[float]
+) -> torch.Tensor:
+    """Tokens for rows that share a path; ``logits`` is scratch space and is overwritten."""
+    kind, width = path
+    if kind == "greedy":
+        return logits.argmax(dim=-1)
+    temperatures = torch.tensor([row.temperature for row in rows], device=logits.device)
+    logits.div_(temperatures.unsqueeze(1))
+    drawn = torch.tensor(uniforms, dtype=logits.dtype, device=logits.device).unsqueeze(1)
+    if kind == "plain":
+        return _draw_from_logits(logits, drawn)
+    return _draw_truncated(logits, rows, width, drawn)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    rows: list[RowSampling],
+    histories: Sequence[Sequence[int]],
+    indices: Sequence[int] | None = None,
+) -> list[int]:
+    """The next token id of each row of ``logits`` ([batch, vocab]), which it overwrites.
+
+    ``histories[i]`` holds the tokens row ``i`` generated so far (for the penalties), and
+    ``indices[i]`` is the index, among its generated tokens, of the token being sampled:
+    0 for the first one. It defaults to ``len(histories[i])``, which is that index when the
+    history is complete. A seeded row's token is a pure function of its seed, its index and
+    its logits after its own bias and penalties: calling this for index ``i`` with the same
+    logits and history gives the same token in any batch, in any process, and whatever was
+    sampled before, which is how a sequence resumed at token ``i`` after a failover
+    continues exactly as it would have. Greedy rows take the argmax.
+    """
     # The adjustments and the sampling below work in place: copying [batch, vocab] logits
     # costs as much as sampling them.
     logits = logits.float()
+    if indices is None:
+        indices = [len(history) for history in histories]
     if any(row.penalised or row.logit_bias for row in rows):
         _adjust(logits, rows, histories)
-    greedy = [i for i, row in enumerate(rows) if row.greedy]
-    if len(greedy) == len(rows):
-        tokens = logits.argmax(dim=-1)
-    elif not greedy:  # the common case: no copy of the [batch, vocab] logits
-        tokens = _sample(logits, rows)
+    vocab = logits.shape[1]
+    groups: dict[tuple[str, int], list[int]] = {}
+    for position, row in enumerate(rows):
+        groups.setdefault(row.path(vocab), []).append(position)
+    uniforms = [0.0 if row.greedy else _uniform(row, index) for row, index in zip(rows, indices, strict=True)]
+    if len(groups) == 1:  # the common case: no copy of the [batch, vocab] logits
+        ((path, _),) = groups.items()
+        tokens = _sample_group(path, logits, rows, uniforms)
     else:
-        sampled = [i for i, row in enumerate(rows) if not row.greedy]
         tokens = torch.empty(len(rows), dtype=torch.long, device=logits.device)
-        tokens[greedy] = logits[greedy].argmax(dim=-1)
-        tokens[sampled] = _sample(logits[sampled], [rows[i] for i in sampled])
+        for path, members in groups.items():
+            chosen = torch.tensor(members, device=logits.device)
+            tokens[chosen] = _sample_group(
+                path,
+                logits.index_select(0, chosen),
+                [rows[i] for i in members],
+                [uniforms[i] for i in members],
+            )
     return [int(token) for token in tokens.tolist()]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import torch
 
 from tests.integration.conftest import SequenceFactory, make_job
 from worker.engine import Engine
 from worker.errors import InvalidRequest
 from worker.model import LoadedModel
-from worker.sampler import resolve
+from worker.sampler import resolve, sample_next
 from worker.verdict import prepare
 
 NEWLINE = 198
@@ -66,6 +69,50 @@ def test_the_same_seed_samples_the_same_tokens(generated_ids: Any) -> None:
     first = generated_ids(temperature=1.0, seed=7)
     assert generated_ids(temperature=1.0, seed=7) == first
     assert generated_ids(temperature=1.0, seed=8) != first
+
+
+# Plain sampling over the whole vocabulary: a top-k neighbour must not change its path.
+SEEDED: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 7, "max_new_tokens": 24}
+
+
+def test_a_seeded_request_samples_the_same_beside_other_requests(
+    loaded: LoadedModel, sequence_for: SequenceFactory, engine: Engine, generated_ids: Any
+) -> None:
+    alone = generated_ids(**SEEDED)
+    assert len(set(alone)) > 1
+    # Neighbours that take other sampling paths, decoding all the while (no early end).
+    no_end = dict.fromkeys(loaded.eos_token_ids, -100.0)
+    neighbours = [
+        sequence_for(make_job("Other", max_new_tokens=200, temperature=1.0, top_k=5, logit_bias=no_end)),
+        sequence_for(make_job("Third", max_new_tokens=200, temperature=0.8, top_p=0.5, logit_bias=no_end)),
+    ]
+    seeded = sequence_for(make_job(**SEEDED))
+    with ThreadPoolExecutor(len(neighbours) + 1) as pool:
+        running = [pool.submit(engine.run, neighbour) for neighbour in neighbours]
+        while not all(neighbour.generated for neighbour in neighbours):
+            time.sleep(0.001)
+        pool.submit(engine.run, seeded).result(timeout=60)
+        assert not any(neighbour.done.is_set() for neighbour in neighbours)  # they were batched with it
+        for future in running:
+            future.result(timeout=120)
+    assert seeded.generated == alone
+
+
+def test_a_seeded_request_resumes_at_any_token_from_its_history(
+    loaded: LoadedModel, generated_ids: Any
+) -> None:
+    """A fresh sampler given the tokens before index i picks the token the engine picked."""
+    generated = generated_ids(**SEEDED)
+    job = make_job(**SEEDED)
+    prompt = prepare(loaded, job)
+    for index in (0, 5, len(generated) - 1):
+        ids = torch.tensor([prompt.prompt_ids + generated[:index]], device=loaded.device)
+        positions = torch.arange(ids.shape[1], device=loaded.device).view(1, 1, -1).expand(3, 1, -1)
+        row = resolve(job.sampling, loaded.generation_config, loaded.device, prompt.prompt_ids)
+        with torch.inference_mode():
+            logits = loaded.model(input_ids=ids, position_ids=positions, logits_to_keep=1).logits
+            token = sample_next(logits[:, -1], [row], [generated[:index]], [index])
+        assert token == [generated[index]]
 
 
 def test_unseeded_sampling_is_not_replayed_from_an_earlier_seed(generated_ids: Any) -> None:

@@ -52,3 +52,34 @@ def test_unclosed_reasoning_ignores_stops(tokenizer: Any) -> None:
     reasoning, content, parser, _ = parse(tokenizer, ids, ["STOP"])
     assert (reasoning, content, parser.stopped) == ("STOP inside the thinking", "", False)
     assert parser.reasoning_tokens == len(ids)
+
+
+def joined(deltas: list[TextDelta]) -> TextDelta:
+    return sum(deltas, TextDelta())
+
+
+def test_a_parser_rebuilt_from_the_first_tokens_continues_the_same(tokenizer: Any) -> None:
+    """What a sequence resumed at token i relies on, for every i."""
+    lone_byte = tokenizer.convert_tokens_to_ids(chr(0xA5))  # never forms a character
+    ids = ids_of(tokenizer, "plan 日本 🙂", "</", "think", ">", "Answer: ", "𠜎 ok\n", "Obs")
+    ids += [lone_byte] * 12 + ids_of(tokenizer, "ervation", "Observ", "ation: never sent")
+
+    def new_parser() -> OutputParser:
+        return OutputParser(new_splitter(tokenizer, in_reasoning=True), ["Observation:"])
+
+    original = new_parser()
+    deltas = [original.push(token) for token in ids]
+    end = original.flush()
+    assert original.stopped_on == "Observation:"
+    assert joined(deltas).reasoning == "plan 日本 🙂"
+    assert joined(deltas).content.startswith("Answer: 𠜎 ok\nObs\ufffd")
+    assert new_parser().push_many(ids) == joined(deltas)
+    for index in range(len(ids) + 1):
+        resumed = new_parser()
+        assert resumed.push_many(ids[:index]) == joined(deltas[:index])
+        assert [resumed.push(token) for token in ids[index:]] == deltas[index:]
+        assert resumed.flush() == end
+        assert (resumed.stopped_on, resumed.reasoning_tokens) == (
+            original.stopped_on,
+            original.reasoning_tokens,
+        )

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from shared.jobs import SamplingParams
-from worker.sampler import RowSampling, resolve, sample_next
+from worker.sampler import RowSampling, resolve, sample_next, seeded_uniform
 
 VOCAB = 1000
-CPU = torch.device("cpu")
 
 
 def logits(rows: int = 1) -> torch.Tensor:
@@ -44,15 +44,66 @@ def test_rows_keep_their_own_settings() -> None:
         assert first == int(scores[0].argmax()) and second in best3
 
 
+def seeded(seed: int, **settings: float) -> RowSampling:
+    return resolve(SamplingParams(max_new_tokens=1, temperature=1.0, seed=seed, **settings), None)
+
+
 def test_seeded_rows_are_reproducible_in_any_batch() -> None:
     scores = logits(3)
-
-    def seeded(seed: int) -> RowSampling:
-        return resolve(SamplingParams(max_new_tokens=1, temperature=1.0, seed=seed), None, CPU)
-
     alone = sample_next(scores[:1].clone(), [seeded(5)], [[]])
     together = sample_next(scores.clone(), [seeded(5), RowSampling(1.0, 1.0, 0), seeded(9)], [[], [], []])
     assert together[0] == alone[0]
+
+
+NEIGHBOURS = {
+    "top_k": RowSampling(1.0, 1.0, 5),
+    "top_p": RowSampling(1.0, 0.8, 0),
+    "top_k_and_top_p": RowSampling(0.7, 0.9, 40),
+    "greedy": RowSampling(0.0, 1.0, 0),
+    "seeded_top_k": seeded(3, top_k=7),
+}
+
+
+@pytest.mark.parametrize("vocab", [VOCAB, 151_936])  # the real size is drawn in two levels
+@pytest.mark.parametrize("settings", [{}, {"top_k": 50}, {"top_p": 0.9}, {"top_k": 100, "top_p": 0.5}])
+def test_a_seeded_row_samples_the_same_beside_any_other_row(vocab: int, settings: dict[str, float]) -> None:
+    torch.manual_seed(2)
+    scores = torch.randn(1, vocab)
+    others = torch.randn(len(NEIGHBOURS), vocab)
+
+    def run(neighbours: list[RowSampling], index: int) -> int:
+        batch = torch.cat([others[: len(neighbours)], scores])
+        rows = [*neighbours, seeded(11, **settings)]
+        return sample_next(batch, rows, [[]] * len(rows), [index] * len(rows))[-1]
+
+    for index in range(20):
+        alone = run([], index)
+        for name, neighbour in NEIGHBOURS.items():
+            assert run([neighbour], index) == alone, name
+        assert run(list(NEIGHBOURS.values()), index) == alone
+    assert len({run([], index) for index in range(20)}) > 1  # the draws do vary with the index
+
+
+def test_a_seeded_draw_is_a_pure_function_of_seed_index_and_logits() -> None:
+    scores = logits()
+    row = seeded(21, top_k=200)
+    in_order = [sample_next(scores.clone(), [row], [[]], [index])[0] for index in range(30)]
+    # A fresh row asked for index 17 directly, as a resumed sequence would be.
+    assert sample_next(scores.clone(), [seeded(21, top_k=200)], [[]], [17]) == [in_order[17]]
+    # Without explicit indices the index is the length of the history.
+    assert sample_next(scores.clone(), [seeded(21, top_k=200)], [[0] * 17]) == [in_order[17]]
+    backwards = [sample_next(scores.clone(), [row], [[]], [index])[0] for index in reversed(range(30))]
+    assert backwards[::-1] == in_order
+    other_seed = [sample_next(scores.clone(), [seeded(22, top_k=200)], [[]], [i])[0] for i in range(30)]
+    assert other_seed != in_order
+
+
+def test_seeded_uniforms_are_fixed_values_in_the_unit_interval() -> None:
+    # Fixed values: a change of the hash would silently change every seeded output.
+    draws = [seeded_uniform(seed, index) for seed in (0, -1, 2**64 - 1) for index in range(1000)]
+    assert all(0.0 <= draw < 1.0 for draw in draws)
+    assert len(set(draws)) > 2990
+    assert [seeded_uniform(7, index) * 2**24 for index in range(3)] == [3368672, 9424281, 8597936]
 
 
 def test_logit_bias_and_penalties() -> None:
@@ -73,21 +124,23 @@ def test_defaults_come_from_the_checkpoint() -> None:
         top_p = 0.95
         top_k = 20
 
-    row = resolve(SamplingParams(max_new_tokens=1), Defaults(), CPU)
+    row = resolve(SamplingParams(max_new_tokens=1), Defaults())
     assert (row.temperature, row.top_p, row.top_k) == (0.6, 0.95, 20)
-    explicit = resolve(SamplingParams(max_new_tokens=1, temperature=0.0, top_k=0), Defaults(), CPU)
+    explicit = resolve(SamplingParams(max_new_tokens=1, temperature=0.0, top_k=0), Defaults())
     assert explicit.greedy and explicit.top_k == 0
 
 
-def test_plain_sampling_over_a_real_size_vocabulary_follows_the_softmax() -> None:
+@pytest.mark.parametrize("seeded_rows", [False, True])
+def test_plain_sampling_over_a_real_size_vocabulary_follows_the_softmax(seeded_rows: bool) -> None:
     torch.manual_seed(1)
     vocab = 151_936  # drawn in two levels: a block, then a token inside it
     scores = (torch.randn(1, vocab) * 3).expand(64, vocab).contiguous()
     expected = torch.softmax(scores[0], dim=-1)
     counts = torch.zeros(vocab)
-    rows = [RowSampling(1.0, 1.0, 0)] * 64
-    for _ in range(400):
-        counts += torch.bincount(torch.tensor(sample_next(scores.clone(), rows, [[]] * 64)), minlength=vocab)
+    rows = [seeded(seed) if seeded_rows else RowSampling(1.0, 1.0, 0) for seed in range(64)]
+    for step in range(400):
+        tokens = sample_next(scores.clone(), rows, [[]] * 64, [step] * 64)
+        counts += torch.bincount(torch.tensor(tokens), minlength=vocab)
     top = expected.topk(100).indices
     observed = counts[top] / counts.sum()
     total_variation = float((observed - expected[top]).abs().sum() / 2)
