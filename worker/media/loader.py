@@ -82,4 +82,10 @@ class MediaLoader:
         settings = self._settings
         # A request may ask for fewer frames than the cap, never more.
         frames = min(part.max_frames or settings.max_video_frames, settings.max_video_frames)
-        return VideoLimits(frames, settings.max_video_seconds, settings.max_image_pixels)
+        return VideoLimits(
+            frames,
+            settings.max_video_seconds,
+            settings.max_image_pixels,
+            settings.media_decode_timeout_seconds,
+            settings.media_decode_memory_bytes,
+        )
