@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar, cast
 
@@ -47,6 +48,11 @@ _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOADED_MODULES)
 # multiprocessing's bookkeeping of children is not made for several threads starting them at once.
 _start_lock = threading.Lock()
+
+
+def start_forkserver() -> None:
+    """Start the forkserver now (it takes about a second) rather than at the first video."""
+    forkserver.ensure_running()
 
 
 @dataclass(frozen=True)

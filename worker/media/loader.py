@@ -27,6 +27,7 @@ from worker.media.budget import ConcurrentPixels, check_request_pixels
 from worker.media.errors import MediaError
 from worker.media.fetch import Deadline, Fetcher, FetchLimits
 from worker.media.images import open_image, read_image
+from worker.media.isolation import start_forkserver
 from worker.media.network import HostPolicy
 from worker.media.video import OpenedVideo, VideoClip, VideoLimits, open_video, read_video
 
@@ -60,6 +61,7 @@ class MediaLoader:
         self._settings = settings
         self._fetcher = Fetcher(HostPolicy.from_hosts(settings.allowed_media_hosts))
         self._decoding = ConcurrentPixels(settings.max_worker_media_pixels)
+        start_forkserver()
 
     def close(self) -> None:
         self._fetcher.close()
