@@ -69,7 +69,7 @@ def video_bytes(
 
 
 def gif_bytes(frames: int = 10, frame_ms: int = 100, size: tuple[int, int] = (40, 30)) -> bytes:
-    """An animated GIF: decord cannot open it, PyAV can."""
+    """An animated GIF: read by the GIF demuxer, its size from the GIF header."""
     images = [Image.new("RGB", size, (frame_shade(i, frames), 0, 0)) for i in range(frames)]
     buffer = io.BytesIO()
     images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
