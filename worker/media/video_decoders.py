@@ -66,7 +66,11 @@ def open_container(data: bytes, demuxer: str, max_pixels: int) -> Any:
 
 
 def probe_video(data: bytes, demuxer: str, max_pixels: int) -> VideoProbe:
-    """Frame size, count and duration, from the headers and the packets, decoding nothing."""
+    """Frame size, count and duration, from the headers and the packets.
+
+    Only FFmpeg's stream probing may decode a first frame (for a codec whose headers leave
+    something out), and `max_pixels` bounds it.
+    """
     with open_container(data, demuxer, max_pixels) as container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
