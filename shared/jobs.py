@@ -81,7 +81,7 @@ class GenerationJob(BaseModel):
     messages: list[ChatMessage]
     sampling: SamplingParams
     include_usage: bool = False
-    # Redis hash of the request's inline (base64) media, read once by the worker.
+    # Redis hash of the request's inline (base64) media, read by the worker (again on a takeover).
     inline_media_key: str | None = None
 
     def media_parts(self) -> list[ImagePart | VideoPart]:

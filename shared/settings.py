@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_video_seconds: float = Field(600.0, gt=0)
     media_fetch_timeout_seconds: float = Field(15.0, gt=0)
+    # All the URLs of one request are fetched at once, within this (name lookups included).
+    media_fetch_deadline_seconds: float = Field(30.0, gt=0)
+    # Pixels one request's media decode to (frames x pixels per frame), from the headers...
+    max_request_media_pixels: int = Field(250_000_000, ge=1)
+    # ...and pixels being decoded at once by all the job slots of one worker.
+    max_worker_media_pixels: int = Field(1_000_000_000, ge=1)
+    # Each video is probed, then decoded, in a child process killed past this time...
+    media_decode_timeout_seconds: float = Field(60.0, gt=0)
+    # ...and whose address space may not grow past this (the decoder's libraries take ~0.5 GiB).
+    media_decode_memory_bytes: int = Field(4 * 1024**3, ge=1024**3)
     # Hosts (names or addresses) that media URLs may name even though they resolve to a
     # loopback, private or link-local address; everything else must resolve to a public one.
     allowed_media_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

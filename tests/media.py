@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,6 +46,7 @@ def video_bytes(
     size: tuple[int, int] = (64, 48),
     codec: str = "libx264",
     container: str = "mp4",
+    keyframe_interval: int | None = None,
 ) -> bytes:
     """A clip whose frame ``i`` is a flat red of ``frame_shade(i, frames)``."""
     width, height = size
@@ -53,6 +56,8 @@ def video_bytes(
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
+        if keyframe_interval is not None:
+            stream.codec_context.gop_size = keyframe_interval
         for index in range(frames):
             pixels = np.zeros((height, width, 3), np.uint8)
             pixels[..., 0] = frame_shade(index, frames)
@@ -64,11 +69,43 @@ def video_bytes(
 
 
 def gif_bytes(frames: int = 10, frame_ms: int = 100, size: tuple[int, int] = (40, 30)) -> bytes:
-    """An animated GIF: decord cannot open it, PyAV can."""
+    """An animated GIF: read by the GIF demuxer, its size from the GIF header."""
     images = [Image.new("RGB", size, (frame_shade(i, frames), 0, 0)) for i in range(frames)]
     buffer = io.BytesIO()
     images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     return buffer.getvalue()
+
+
+def with_gif_canvas(gif: bytes, width: int, height: int) -> bytes:
+    """The GIF with its logical screen and every frame declaring ``width`` x ``height``.
+
+    A few hundred bytes whose frames, decoded, would take width * height * 4 bytes each.
+    """
+    data = bytearray(gif)
+    data[6:10] = struct.pack("<HH", width, height)
+    position = 13 + _color_table_size(data[10])
+    while data[position] != 0x3B:  # trailer
+        if data[position] == 0x2C:  # image descriptor
+            data[position + 5 : position + 9] = struct.pack("<HH", width, height)
+            position += 10 + _color_table_size(data[position + 9]) + 1  # + LZW code size
+        else:  # extension: introducer and label
+            position += 2
+        while data[position]:  # data sub-blocks
+            position += data[position] + 1
+        position += 1
+    return bytes(data)
+
+
+def _color_table_size(packed: int) -> int:
+    return 3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0
+
+
+def hls_playlist(segment_url: str) -> bytes:
+    """A media playlist naming one segment: FFmpeg's HLS demuxer would fetch the URL."""
+    return (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:10.0,\n{segment_url}\n#EXT-X-ENDLIST\n"
+    ).encode()
 
 
 def b64(data: bytes) -> str:
@@ -151,3 +188,33 @@ class MediaServer:
         self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class ConnectionRecorder:
+    """A TCP listener on 127.0.0.1 that counts the connections it gets and never answers."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.connections = 0
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed by stop()
+            while True:
+                connection, _ = self._listener.accept()
+                self.connections += 1
+                self._accepted.append(connection)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        self._thread.join()
+        for connection in self._accepted:
+            connection.close()

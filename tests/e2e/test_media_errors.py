@@ -11,7 +11,16 @@ import pytest
 
 from tests.conftest import Stack, StackFactory
 from tests.e2e.test_errors import assert_openai_error
-from tests.media import MediaServer, Route, b64, data_uri, image_bytes, video_bytes
+from tests.media import (
+    ConnectionRecorder,
+    MediaServer,
+    Route,
+    b64,
+    data_uri,
+    hls_playlist,
+    image_bytes,
+    video_bytes,
+)
 from tests.processes import free_port
 
 PNG = image_bytes((32, 32))
@@ -105,6 +114,25 @@ def test_a_bad_part_is_400_naming_it_and_harms_nothing_else(
     assert error["type"] == "invalid_request_error"
     assert error["param"] == PART and error["code"] == code
     assert str(error["message"]).startswith(f"{PART}: ")
+    assert_still_serving(stack)
+
+
+def test_an_hls_playlist_is_400_and_its_segments_are_never_fetched(
+    stack: Stack, media_server: MediaServer
+) -> None:
+    recorder = ConnectionRecorder()
+    try:
+        playlist = hls_playlist(recorder.url("/segment.ts"))
+        served = media_server.serve("/live.m3u8", Route(playlist, "video/mp4"))  # mislabelled
+        inline = {"type": "input_video", "b64_json": b64(playlist)}
+        by_url = {"type": "video_url", "video_url": {"url": served}}
+        for part in (inline, by_url):
+            error = assert_openai_error(post(stack, body_with(part)), 400)
+            assert error["param"] == PART and error["code"] == "invalid_video"
+            assert "HLS playlist" in str(error["message"])
+        assert recorder.connections == 0
+    finally:
+        recorder.stop()
     assert_still_serving(stack)
 
 

@@ -105,3 +105,16 @@ def test_corrupt_data_is_a_media_error(data: bytes) -> None:
     with pytest.raises(MediaError) as raised:
         decode_image(data, MAX_PIXELS)
     assert raised.value.code == "invalid_image"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",  # Pillow would run Ghostscript
+        b"P6\n2 2\n255\n" + bytes(12),  # PPM: readable, but not a format clients send
+    ],
+)
+def test_formats_outside_the_list_are_refused_unread(data: bytes) -> None:
+    with pytest.raises(MediaError) as raised:
+        decode_image(data, MAX_PIXELS)
+    assert raised.value.code == "invalid_image" and "PNG, JPEG" in str(raised.value)

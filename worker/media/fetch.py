@@ -23,6 +23,17 @@ class FetchLimits:
     timeout_seconds: float
 
 
+@dataclass(frozen=True)
+class Deadline:
+    at: float  # time.monotonic()
+    seconds: float  # how long it was set for, and by which setting: for the error
+    setting: str
+
+    @classmethod
+    def after(cls, seconds: float, setting: str) -> Deadline:
+        return cls(time.monotonic() + seconds, seconds, setting)
+
+
 class Fetcher:
     """One HTTP client for the worker's lifetime; every connection goes through the policy."""
 
@@ -38,8 +49,13 @@ class Fetcher:
     def close(self) -> None:
         self._client.close()
 
-    def fetch(self, url: str, kind: MediaKind, limits: FetchLimits) -> bytes:
-        deadline = time.monotonic() + limits.timeout_seconds
+    def fetch(
+        self, url: str, kind: MediaKind, limits: FetchLimits, request_deadline: Deadline | None = None
+    ) -> bytes:
+        """The body, within the URL's own time and ``request_deadline`` (all of a request's URLs)."""
+        own = Deadline.after(limits.timeout_seconds, "MEDIA_FETCH_TIMEOUT_SECONDS")
+        limit = request_deadline if request_deadline is not None and request_deadline.at < own.at else own
+        deadline = limit.at
         try:
             hop = httpx.URL(url)
         except httpx.InvalidURL as error:
@@ -59,8 +75,7 @@ class Fetcher:
                 ) from error
             except httpx.TimeoutException as error:
                 raise MediaError(
-                    f"fetching the {kind} timed out after {limits.timeout_seconds:g} s "
-                    "(MEDIA_FETCH_TIMEOUT_SECONDS).",
+                    f"fetching the {kind} timed out after {limit.seconds:g} s ({limit.setting}).",
                     "media_fetch_failed",
                 ) from error
             except httpx.HTTPError as error:

@@ -1,4 +1,12 @@
-"""Decodes an image file into the upright RGB picture the processor expects."""
+"""Decodes an image file into the upright RGB picture the processor expects.
+
+Images are decoded in the worker's own process, unlike videos (`isolation`): a child
+costs 20-50 ms to start where a small PNG decodes in 0.1 ms, and Pillow's work is
+bounded before it starts: only the formats below are opened (no plugin that runs an
+external program, such as EPS through Ghostscript), and the size from the header is
+checked against MAX_IMAGE_PIXELS and the request's budget before any pixel is decoded;
+only the first frame of an animated file is read.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ MAX_ASPECT_RATIO = 200
 # would put them on black, and black text on a transparent background would vanish.
 BACKGROUND = (255, 255, 255)
 _HIGH_DEPTH_GRAYSCALE = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+# Pillow's names for the formats clients send.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def check_frame_size(width: int, height: int, max_pixels: int, what: str) -> None:
@@ -32,17 +42,27 @@ def check_frame_size(width: int, height: int, max_pixels: int, what: str) -> Non
         )
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with its header read and its size checked, its pixels not yet decoded."""
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as error:
         raise MediaError(f"the image has too many pixels: {error}", "media_too_large") from error
     except Exception as error:
         raise MediaError(
-            "the data is not an image in a format this server can read.", "invalid_image"
+            f"the data is not an image in a format this server can read ({', '.join(FORMATS)}).",
+            "invalid_image",
         ) from error
     # The header gives the size: refuse a decompression bomb before decoding its pixels.
     check_frame_size(image.width, image.height, max_pixels, "image")
+    return image
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    return read_image(open_image(data, max_pixels))
+
+
+def read_image(image: Image.Image) -> Image.Image:
     try:
         image.load()
         return to_rgb(ImageOps.exif_transpose(image))

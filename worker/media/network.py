@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPv4 = ipaddress.IPv4Address
 
 
 class BlockedAddress(Exception):
@@ -27,10 +31,57 @@ class BlockedAddress(Exception):
         self.address = address
 
 
+# IPv6 ranges that carry an IPv4 address and reach it: a translator or tunnel forwards the
+# connection to that IPv4 address, so it is what decides. Python calls some of them global
+# whatever they embed (64:ff9b::127.0.0.1, 2002:7f00:1::, ::127.0.0.1).
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a local translator, any prefix length
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # RFC 3056: IPv4 in bits 16-47
+_TEREDO = ipaddress.IPv6Network("2001::/32")  # RFC 4380: server IPv4, and client IPv4 inverted
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT)
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated; also holds :: and ::1
+# Where RFC 6052 puts the IPv4 address for each prefix length: (bit offset, bits) pieces;
+# bits 64-71 (the "u" octet) are always skipped.
+_RFC6052_LAYOUTS = {
+    48: ((48, 16), (72, 16)),
+    56: ((56, 8), (72, 24)),
+    64: ((72, 32),),
+    96: ((96, 32),),
+}
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a connection to ``address`` may reach; empty for plain IPv6."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address in _TEREDO:
+        assert address.teredo is not None
+        return list(address.teredo)  # (server, client); ipaddress undoes the client's inversion
+    if address in _SIX_TO_FOUR:
+        assert address.sixtofour is not None
+        return [address.sixtofour]
+    if address in _NAT64_WELL_KNOWN or address in _IPV4_TRANSLATED or address in _IPV4_COMPATIBLE:
+        return [_bits_to_ipv4(address, _RFC6052_LAYOUTS[96])]
+    if address in _NAT64_LOCAL:
+        # The translator's prefix length is not in the address: every layout must be safe.
+        return [_bits_to_ipv4(address, layout) for layout in _RFC6052_LAYOUTS.values()]
+    return []
+
+
+def _bits_to_ipv4(address: ipaddress.IPv6Address, layout: tuple[tuple[int, int], ...]) -> IPv4:
+    value = 0
+    for offset, bits in layout:
+        value = (value << bits) | ((int(address) >> (128 - offset - bits)) & ((1 << bits) - 1))
+    return ipaddress.IPv4Address(value)
+
+
 def is_public(address: IPAddress) -> bool:
     """Not loopback, private, link-local (cloud metadata), shared, reserved or multicast."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(address)
+        if embedded:
+            return all(is_public(inner) for inner in embedded)
     return address.is_global and not address.is_multicast
 
 
@@ -55,14 +106,35 @@ class HostPolicy:
     def allows(self, host: str, address: IPAddress) -> bool:
         if is_public(address) or host.lower().rstrip(".") in self.names:
             return True
-        return any(address in network for network in self.networks)
+        if any(address in network for network in self.networks):
+            return True
+        # An IPv6 form of an allowed IPv4 address is allowed too, when every address it embeds is.
+        embedded = embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else []
+        return bool(embedded) and all(
+            is_public(inner) or any(inner in network for network in self.networks) for inner in embedded
+        )
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
-        raise httpcore.ConnectError(f"cannot resolve {host}: {error}") from error
+def resolve(host: str, port: int, timeout: float | None = None) -> list[IPAddress]:
+    """The host's addresses; getaddrinfo runs in a thread of its own so that the download's
+    deadline covers name resolution too (a resolver may take far longer than any timeout)."""
+    answer: list[list[Any] | OSError] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            answer.append(list(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+        except OSError as error:
+            answer.append(error)
+        done.set()
+
+    # A daemon thread: a lookup that never returns is left behind, holding nothing else.
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(timeout):
+        raise httpcore.ConnectTimeout(f"resolving {host} took longer than the download's deadline")
+    infos = answer[0]
+    if isinstance(infos, OSError):
+        raise httpcore.ConnectError(f"cannot resolve {host}: {infos}") from infos
     addresses: list[IPAddress] = []
     for info in infos:
         # Drop an IPv6 scope ("fe80::1%eth0"): ip_address() does not take it.
@@ -86,7 +158,10 @@ class GuardedBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        addresses = resolve(host, port)
+        started = time.monotonic()
+        addresses = resolve(host, port, timeout)
+        if timeout is not None:  # the connection gets what the lookup left
+            timeout = max(0.001, timeout - (time.monotonic() - started))
         for address in addresses:
             # Any disallowed address refuses the host: its DNS could pick that one next time.
             if not self._policy.allows(host, address):

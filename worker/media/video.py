@@ -1,7 +1,9 @@
 """Samples a video file into frames spread over the whole clip, with their true times.
 
-decord decodes (it seeks straight to the sampled frames); when it cannot open or read a
-file (an animated GIF, AV1 in its older FFmpeg, ...), PyAV decodes it instead.
+In two steps, so that a request's budgets are checked before any frame is decoded:
+`open_video` sniffs the container and probes it (frame size from the headers, frame
+count and duration by reading the packets, not from the headers' claims); `read_video`
+decodes the sampled frames. Both run PyAV in a child process (`isolation`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from worker.media.containers import sniff_video
 from worker.media.errors import MediaError
 from worker.media.images import check_frame_size
-from worker.media.video_decoders import DECODERS, FrameSource
+from worker.media.isolation import ChildLimits, run_isolated
+from worker.media.video_decoders import VideoProbe, probe_video, read_frames
+
+BACKEND = "pyav"
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,12 @@ class VideoLimits:
     max_frames: int
     max_seconds: float
     max_pixels: int
+    timeout_seconds: float = 60.0  # per child process: the probe, then the decoding
+    memory_bytes: int = 4 * 1024**3
+
+    @property
+    def child(self) -> ChildLimits:
+        return ChildLimits(self.timeout_seconds, self.memory_bytes)
 
 
 @dataclass
@@ -36,6 +48,21 @@ class VideoClip:
         return self.total_frames / self.fps
 
 
+@dataclass(frozen=True)
+class OpenedVideo:
+    """A probed video within the per-item limits, not yet decoded."""
+
+    data: bytes
+    demuxer: str
+    probe: VideoProbe
+    indices: list[int]  # the frames that will be decoded
+
+    @property
+    def pixels(self) -> int:
+        """What decoding it costs: pixels per frame times the frames sampled."""
+        return self.probe.width * self.probe.height * len(self.indices)
+
+
 def sample_indices(total_frames: int, count: int) -> list[int]:
     """``count`` frame indices spread evenly from the first frame to the last.
 
@@ -46,33 +73,26 @@ def sample_indices(total_frames: int, count: int) -> list[int]:
     return [int(index) for index in np.linspace(0, total_frames - 1, count).round()]
 
 
-def decode_video(data: bytes, limits: VideoLimits) -> VideoClip:
-    failures: list[str] = []
-    for decoder in DECODERS:
-        try:
-            source = decoder(data)
-        except Exception as error:  # this decoder cannot open it: try the next one
-            failures.append(f"{decoder.name}: {error}")
-            continue
-        _check(source, limits)
-        indices = sample_indices(source.total_frames, limits.max_frames)
-        try:
-            frames, indices, timestamps = source.read(indices)
-        except Exception as error:
-            failures.append(f"{decoder.name}: {error}")
-            continue
-        return VideoClip(frames, indices, timestamps, source.total_frames, source.fps, decoder.name)
-    detail = "; ".join(failure.splitlines()[0][:200] for failure in failures)
-    raise MediaError(f"the data is not a video this server can decode ({detail}).", "invalid_video")
-
-
-def _check(source: FrameSource, limits: VideoLimits) -> None:
-    if source.total_frames < 1 or source.fps <= 0:
+def open_video(data: bytes, limits: VideoLimits) -> OpenedVideo:
+    demuxer = sniff_video(data)
+    probe = run_isolated(probe_video, (data, demuxer, limits.max_pixels), limits.child, "video")
+    check_frame_size(probe.width, probe.height, limits.max_pixels, "video")
+    if probe.frame_count < 1 or probe.fps <= 0:
         raise MediaError("the video has no frames.", "invalid_video")
-    seconds = source.total_frames / source.fps
-    if seconds > limits.max_seconds:
+    if probe.seconds > limits.max_seconds:
         raise MediaError(
-            f"the video lasts {seconds:.1f} s, more than {limits.max_seconds:g} s (MAX_VIDEO_SECONDS).",
+            f"the video lasts {probe.seconds:.1f} s, more than {limits.max_seconds:g} s (MAX_VIDEO_SECONDS).",
             "media_too_large",
         )
-    check_frame_size(source.width, source.height, limits.max_pixels, "video")
+    return OpenedVideo(data, demuxer, probe, sample_indices(probe.frame_count, limits.max_frames))
+
+
+def read_video(video: OpenedVideo, limits: VideoLimits) -> VideoClip:
+    args = (video.data, video.demuxer, video.probe, video.indices, limits.max_pixels)
+    frames, indices, timestamps = run_isolated(read_frames, args, limits.child, "video")
+    probe = video.probe
+    return VideoClip(frames, indices, timestamps, probe.frame_count, probe.fps, BACKEND)
+
+
+def decode_video(data: bytes, limits: VideoLimits) -> VideoClip:
+    return read_video(open_video(data, limits), limits)
