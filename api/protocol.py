@@ -167,6 +167,18 @@ def to_messages(request: ChatCompletionRequest, limits: MediaLimits) -> tuple[li
     return messages, media.inline
 
 
+def check_max_tokens(request: ChatCompletionRequest, cap: int) -> None:
+    """Refuse a completion budget beyond MAX_TOKENS_CAP.
+
+    Every generated token stays in Redis (its event and its id) until the session expires,
+    so this bounds what one request can make the sessions' store hold.
+    """
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = getattr(request, name)
+        if value is not None and value > cap:
+            raise BadRequest(f"'{name}' is {value}, more than this server allows ({cap}).", param=name)
+
+
 def to_sampling(
     request: ChatCompletionRequest, default_max_tokens: int, default_temperature: float
 ) -> SamplingParams:

@@ -18,7 +18,7 @@ from api.completion import CompletionBuilder
 from api.deps import Services
 from api.errors import BadRequest, NotFound, NoWorker, QueueFull, from_error_event
 from api.media_parts import MediaLimits
-from api.protocol import ChatCompletionRequest, to_messages, to_sampling
+from api.protocol import ChatCompletionRequest, check_max_tokens, to_messages, to_sampling
 from api.relay import Event, follow
 from api.session_store import SessionInfo
 from shared import keys
@@ -95,6 +95,7 @@ async def open_session(
     session_id = session_id or new_session_id()
     settings = services.settings
     job_id = uuid.uuid4().hex
+    check_max_tokens(request, settings.max_tokens_cap)
     messages, inline_media = to_messages(request, MediaLimits.from_settings(settings))
     sampling = to_sampling(request, settings.max_tokens, settings.temperature)
     if sampling.seed is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     device_map: str = "auto"
     torch_dtype: str = "auto"
     max_tokens: int = Field(256, ge=1)
+    # Largest max_tokens a request may ask for (checked by the gateway). Every generated
+    # token is kept in Redis with its event until the session expires: this bounds both.
+    max_tokens_cap: int = Field(32768, ge=1)
+    # Longest prompt + completion served; the model's own limit (262,144 positions for
+    # Qwen3-VL) applies when it is lower. Longer contexts cost KV memory every row pays.
+    max_model_len: int = Field(32768, ge=16)
+    # Bytes of KV cache the engine may hold for its batch; 0: KV_CACHE_FRACTION of the GPU
+    # memory free once the model is loaded (on CPU: of the available RAM, at most 4 GiB).
+    kv_cache_bytes: int = Field(0, ge=0)
+    kv_cache_fraction: float = Field(0.9, gt=0.0, le=1.0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_video_frames: int = Field(16, ge=1)
 
@@ -88,6 +98,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _default_max_tokens_within_cap(self) -> Settings:
+        if self.max_tokens > self.max_tokens_cap:
+            raise ValueError(f"MAX_TOKENS ({self.max_tokens}) exceeds MAX_TOKENS_CAP ({self.max_tokens_cap})")
+        return self
 
     @property
     def model_name(self) -> str:

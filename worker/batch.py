@@ -47,20 +47,38 @@ class PaddedBatch:
         return 0 if self.attention_mask is None else self.attention_mask.shape[1]
 
     def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
-        """Append a prefilled single-sequence cache as the last row."""
+        """Append a prefilled single-sequence cache as the last row; all or nothing.
+
+        The layers are joined one at a time, each replacing its old tensors at once, so
+        the memory this needs beyond the batch is one layer's, not the whole cache twice.
+        If joining any layer fails (out of memory), the layers already joined are cut
+        back to their old rows and columns (views, which allocate nothing): the batch is
+        left exactly as it was and the caller fails only the new sequence.
+        """
         mask = torch.ones(1, length, dtype=torch.long, device=device)
         if self.cache is None or self.attention_mask is None:
             self.cache, self.attention_mask = cache, mask
             return
-        grow = max(0, length - self.columns)
+        mine, theirs = _layers(self.cache), _layers(cache)
+        if len(mine) != len(theirs):
+            raise ValueError(f"a cache of {len(theirs)} layers cannot join a batch of {len(mine)}")
+        rows, grow = self.rows, max(0, length - self.columns)
         pad_new = max(0, self.columns - length)
-        for mine, theirs in zip(_layers(self.cache), _layers(cache), strict=True):
-            (my_keys, my_values), (new_keys, new_values) = _tensors(mine), _tensors(theirs)
-            mine.keys = torch.cat([_left_pad(my_keys, grow, 2), _left_pad(new_keys, pad_new, 2)])
-            mine.values = torch.cat([_left_pad(my_values, grow, 2), _left_pad(new_values, pad_new, 2)])
-        self.attention_mask = torch.cat(
-            [_left_pad(self.attention_mask, grow, 1), _left_pad(mask, pad_new, 1)]
-        )
+        joined_mask = torch.cat([_left_pad(self.attention_mask, grow, 1), _left_pad(mask, pad_new, 1)])
+        joined = 0
+        try:
+            for layer, new_layer in zip(mine, theirs, strict=True):
+                (my_keys, my_values), (new_keys, new_values) = _tensors(layer), _tensors(new_layer)
+                keys = torch.cat([_left_pad(my_keys, grow, 2), _left_pad(new_keys, pad_new, 2)])
+                values = torch.cat([_left_pad(my_values, grow, 2), _left_pad(new_values, pad_new, 2)])
+                layer.keys, layer.values = keys, values
+                joined += 1
+        except BaseException:
+            for layer in mine[:joined]:
+                keys, values = _tensors(layer)
+                layer.keys, layer.values = keys[:rows, :, grow:], values[:rows, :, grow:]
+            raise
+        self.attention_mask = joined_mask
 
     def extend_mask(self) -> torch.Tensor:
         """The mask for a decoding step: every row gains one real column."""

@@ -6,6 +6,12 @@ images and video alike), then joins the running batch, and every step decodes on
 for all of them at once. A sequence that finishes or is cancelled leaves the batch
 without disturbing the others. After every step the events of all sequences, and the
 reads of their cancel flags, go to Redis in one round trip.
+
+A sequence joins only when its whole length (prompt and completion budget) fits in the
+KV cache budget beside the others (worker.kv_budget); until then it waits, in arrival
+order: the first in line is never overtaken, so it joins at the latest once the batch
+has emptied, which the verdict made sure is enough. A failure while prefilling one
+sequence (out of memory, say) fails that sequence alone; the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import deque
 from typing import Any
 
 import redis
@@ -20,6 +28,7 @@ import torch
 
 from shared.session_scripts import SyncScripts
 from worker.batch import PaddedBatch
+from worker.errors import GenerationFailed
 from worker.model import LoadedModel
 from worker.sampler import sample_next
 from worker.sequence import Outcome, Sequence
@@ -29,11 +38,19 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.5
 WAIT_SLICE_SECONDS = 0.5
+# How often the cancel flags of sequences waiting for room are read.
+WAITING_CHECK_SECONDS = 0.5
 
 
 # Why a sequence left the engine without an end of its own.
 LOST = "lost"  # the session is no longer this worker's
 HANDOVER = "handover"  # the worker is shutting down and hands the session to another
+
+
+def public_failure(error: BaseException) -> GenerationFailed:
+    """What the job reports for a failure; the error itself is logged, not passed on."""
+    out_of_memory = isinstance(error, torch.OutOfMemoryError | MemoryError)
+    return GenerationFailed("out_of_memory" if out_of_memory else "generation_failed")
 
 
 class Engine:
@@ -49,7 +66,12 @@ class Engine:
         self._scripts = SyncScripts(connection)
         self._outage_tolerance = outage_tolerance_seconds
         self._max_batch = max_batch
+        self._kv = loaded.kv
+        # Handed in by the jobs' threads...
         self._pending: queue.Queue[Sequence] = queue.Queue()
+        # ...then held by the engine, in arrival order, until there is room in the batch.
+        self._waiting: deque[Sequence] = deque()
+        self._next_waiting_check = 0.0
         self._stopped = threading.Event()
         self._handing_over = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
@@ -99,6 +121,7 @@ class Engine:
                     self._stopped.wait(IDLE_WAIT_SECONDS)
                     continue
                 try:
+                    self._check_waiting()
                     if self._admit():
                         self._flush_and_retire()
                     if self._active:
@@ -107,7 +130,7 @@ class Engine:
                 except Exception as error:  # the model failed: fail the batch, keep serving
                     log.exception("decoding step failed; failing %d sequences", len(self._active))
                     for sequence in self._active:
-                        sequence.fail(error)
+                        sequence.fail(public_failure(error))
                     self._active = []
                     self._batch = PaddedBatch()
 
@@ -116,29 +139,67 @@ class Engine:
             sequence.interrupt(why)
         self._active = []
         self._batch = PaddedBatch()
-        while True:
-            try:
-                self._pending.get_nowait().interrupt(why)
-            except queue.Empty:
-                return
+        self._take_pending(block=False)
+        while self._waiting:
+            self._waiting.popleft().interrupt(why)
+
+    def _take_pending(self, block: bool) -> None:
+        """Move what the jobs handed in to the waiting line (waiting a little for one if asked)."""
+        try:
+            self._waiting.append(self._pending.get(block=block, timeout=IDLE_WAIT_SECONDS))
+            while True:
+                self._waiting.append(self._pending.get_nowait())
+        except queue.Empty:
+            pass
 
     def _admit(self) -> bool:
-        """Prefill waiting sequences while there is room; true if any joined."""
+        """Prefill waiting sequences, in order, while the batch has room; true if any joined."""
+        self._take_pending(block=not self._active and not self._waiting)
         admitted = False
-        while len(self._active) < self._max_batch:
-            try:
-                sequence = self._pending.get(block=not self._active, timeout=IDLE_WAIT_SECONDS)
-            except queue.Empty:
+        while self._waiting and len(self._active) < self._max_batch:
+            sequence = self._waiting[0]
+            # Alone it always goes in: the verdict refused what cannot fit even then.
+            if self._active and not self._has_room_for(sequence):
                 break
+            self._waiting.popleft()
             try:
                 self._prefill(sequence)
-            except Exception as error:
-                log.exception("prefill failed")
-                sequence.fail(error)
+            except Exception as error:  # this sequence alone fails; the batch is untouched
+                log.exception("prefill failed for session %s", sequence.writer.session_id)
+                sequence.fail(public_failure(error))
                 continue
             self._active.append(sequence)
             admitted = True
         return admitted
+
+    def _has_room_for(self, sequence: Sequence) -> bool:
+        """Whether the batch, with this sequence, fits in the KV budget at its longest.
+
+        The batch is left-padded, so it costs rows x its longest row; rows are counted at
+        their full length (prompt and completion budget), which they may all reach.
+        """
+        longest = max(max(s.reserved_tokens for s in self._active), sequence.reserved_tokens)
+        return self._kv.fits(len(self._active) + 1, longest)
+
+    def _check_waiting(self) -> None:
+        """Let sequences waiting for room leave as soon as they are cancelled or lost.
+
+        A lost one: the session is no longer this worker's (its job timed out, say).
+        Without this they would leave only after joining the batch, maybe much later.
+        """
+        now = time.monotonic()
+        if not self._waiting or now < self._next_waiting_check:
+            return
+        self._next_waiting_check = now + WAITING_CHECK_SECONDS
+        waiting = list(self._waiting)
+        flush_together(self._redis, self._scripts, [s.writer for s in waiting], self._outage_tolerance)
+        for sequence in waiting:
+            if sequence.writer.lost:
+                sequence.interrupt(LOST)
+            elif sequence.writer.cancel_requested:
+                sequence.cancel()
+                sequence.done.set()
+        self._waiting = deque(s for s in waiting if not s.finished)
 
     def _prefill_positions(self, inputs: Any) -> torch.Tensor:
         """3D rotary positions of the prompt (text, or text with images and video)."""

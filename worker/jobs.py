@@ -28,7 +28,7 @@ from shared.redis_retry import retry_through_outage
 from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
 from worker.engine import HANDOVER, Engine
-from worker.errors import InvalidRequest
+from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import build_sequence, continue_after
 from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
@@ -95,9 +95,10 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     except SessionLost:
         log.warning("session %s is no longer this worker's; stopped", job.session_id)
         return {"status": "lost"}
-    except Exception:
+    except Exception as error:
         log.exception("generation failed for session %s", job.session_id)
-        writer.fail(PUBLIC_FAILURE)
+        failure = error if isinstance(error, GenerationFailed) else GenerationFailed()
+        writer.fail(PUBLIC_FAILURE, code=failure.code)
         raise
     finally:
         # Only now: until the session has ended or changed hands its lease must stay alive.

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
+from worker.kv_budget import KvBudget
 from worker.reasoning import THINK_END, THINK_START
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,18 @@ class LoadedModel:
     think_start_id: int
     think_end_id: int
     im_start_id: int  # opens every turn of the chat template
-    max_context_tokens: int
+    max_model_len: int  # MAX_MODEL_LEN, or the model's own maximum when lower
     vocab_size: int  # token ids a request may name (logit_bias): those of the tokenizer
+    kv: KvBudget
 
     @property
     def device(self) -> torch.device:
         return torch.device(self.model.device)
+
+    @property
+    def max_context_tokens(self) -> int:
+        """The longest prompt + completion served: within the model and within the KV budget."""
+        return min(self.max_model_len, self.kv.capacity_tokens)
 
 
 def _dtype(name: str) -> torch.dtype | str:
@@ -64,6 +71,16 @@ def load_model(settings: Settings) -> LoadedModel:
     decoder = AutoTokenizer.from_pretrained(source, token=token)
     generation_config = model.generation_config
     text_config = model.config.get_text_config()
+    max_model_len = min(settings.max_model_len, int(text_config.max_position_embeddings))
+    # Measured now that the weights are in place: the automatic budget is what is left.
+    kv = KvBudget.for_model(settings, text_config, model.dtype, torch.device(model.device))
+    if kv.capacity_tokens < max_model_len:
+        log.warning(
+            "the KV cache budget holds %d tokens, fewer than the %d of MAX_MODEL_LEN: "
+            "longer requests will be refused",
+            kv.capacity_tokens,
+            max_model_len,
+        )
     return LoadedModel(
         model=model,
         processor=processor,
@@ -74,6 +91,7 @@ def load_model(settings: Settings) -> LoadedModel:
         think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),
         think_end_id=tokenizer.convert_tokens_to_ids(THINK_END),
         im_start_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
-        max_context_tokens=int(text_config.max_position_embeddings),
+        max_model_len=max_model_len,
         vocab_size=min(len(tokenizer), int(text_config.vocab_size)),
+        kv=kv,
     )

@@ -53,6 +53,11 @@ class Sequence:
         return self.finish_reason is not None or self.interrupted is not None
 
     @property
+    def reserved_tokens(self) -> int:
+        """The most tokens this sequence can hold in the KV cache: prompt and whole budget."""
+        return self.prompt_tokens + self.max_new_tokens
+
+    @property
     def last_token(self) -> int:
         return self.generated[-1]
 

@@ -65,6 +65,9 @@ def prepare(loaded: LoadedModel, job: GenerationJob, media: list[Media] | None =
 
     Raises InvalidRequest for a request that cannot be served: a prompt (visual tokens
     included) longer than the context, a token budget that does not fit, bad logit_bias.
+    The context is the shortest of MAX_MODEL_LEN, the model's own maximum and what the
+    worker's KV cache budget holds for one sequence alone, so every request accepted here
+    can join the batch, at the latest once it runs alone.
     """
     check_logit_bias(loaded, job.sampling)
     inputs = build_inputs(loaded, job.messages, media)
