@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from api.errors import BadRequest
 from api.media_parts import MediaLimits
-from api.protocol import ChatCompletionRequest, to_messages, to_sampling
+from api.protocol import ChatCompletionRequest, check_max_tokens, to_messages, to_sampling
 from shared.jobs import TextPart
 
 LIMITS = MediaLimits(max_items=4, max_image_bytes=1000, max_video_bytes=2000)
@@ -117,3 +117,11 @@ def test_out_of_range_values_are_refused(field: dict[str, object]) -> None:
 )
 def test_neutral_or_unknown_fields_pass(field: dict[str, object]) -> None:
     request(**field)
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_a_completion_budget_over_the_cap_is_refused_naming_the_field(field: str) -> None:
+    check_max_tokens(request(**{field: 1000}), cap=1000)
+    with pytest.raises(BadRequest) as raised:
+        check_max_tokens(request(**{field: 1001}), cap=1000)
+    assert raised.value.param == field and "1000" in raised.value.message
