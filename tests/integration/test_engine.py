@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 
+import pytest
+import redis
 import torch
 from PIL import Image
+from transformers import DynamicCache
 
+from shared.events import dumps
 from shared.jobs import GenerationJob, ImagePart
+from shared.session_scripts import Cancel, SyncScripts
+from shared.settings import Settings
 from tests.integration.conftest import SequenceFactory, decode, make_job
+from worker.batch import PaddedBatch
 from worker.engine import Engine
+from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import continue_after
+from worker.kv_budget import KvBudget
 from worker.media.loader import Media
 from worker.model import LoadedModel
-from worker.sequence import Outcome
+from worker.sequence import Outcome, Sequence
 from worker.verdict import prepare
 
 PROMPTS = ["Hi", "A much longer prompt, so that the rows of the batch have different lengths.", "Third"]
@@ -139,3 +149,184 @@ def _renamed(event: str, names: dict[str, str]) -> str:
     for new, old in names.items():
         event = event.replace(new, old)
     return event
+
+
+# --- memory admission -------------------------------------------------------------------
+
+
+def with_kv_tokens(loaded: LoadedModel, tokens: int) -> LoadedModel:
+    """The same model, with a KV cache budget of ``tokens`` token slots."""
+    per_token = loaded.kv.bytes_per_token
+    return replace(loaded, kv=KvBudget(per_token, tokens * per_token))
+
+
+def no_eos(loaded: LoadedModel) -> dict[int, float]:
+    """A logit_bias that bans every end-of-sequence token: the row runs to its budget."""
+    return dict.fromkeys(loaded.eos_token_ids, -100.0)
+
+
+def prompt_tokens(loaded: LoadedModel, request: GenerationJob) -> int:
+    return len(prepare(loaded, request).prompt_ids)
+
+
+class RecordingEngine(Engine):
+    """An engine that records how many rows each decoding step decodes."""
+
+    def __init__(
+        self, loaded: LoadedModel, connection: redis.Redis, batch: PaddedBatch | None = None
+    ) -> None:
+        super().__init__(loaded, connection, max_batch=8)
+        self.widths: list[int] = []
+        if batch is not None:
+            self._batch = batch
+
+    def _decode_step(self) -> None:
+        self.widths.append(len(self._active))
+        super()._decode_step()
+
+    def run_in_order(self, pool: ThreadPoolExecutor, sequences: list[Sequence]) -> list[Future[Outcome]]:
+        """Hand the sequences over in this order before starting: it finds them all waiting."""
+        futures = []
+        for count, sequence in enumerate(sequences, start=1):
+            futures.append(pool.submit(decode, self, sequence))
+            while self._pending.qsize() < count:
+                time.sleep(0.001)
+        self.start()
+        return futures
+
+
+def test_a_request_that_cannot_fit_the_kv_budget_alone_is_refused_naming_the_part(
+    loaded: LoadedModel,
+) -> None:
+    prompt = prompt_tokens(loaded, job(PROMPTS[1], 1))
+    small = with_kv_tokens(loaded, prompt + 10)
+    with pytest.raises(InvalidRequest) as long_prompt:
+        prepare(small, job(PROMPTS[1] + " " + PROMPTS[1], 1))
+    assert long_prompt.value.param == "messages"
+    assert f"maximum context length is {prompt + 10} tokens" in str(long_prompt.value)
+    with pytest.raises(InvalidRequest) as long_budget:
+        prepare(small, job(PROMPTS[1], 11, max_tokens_param="max_tokens"))
+    assert long_budget.value.param == "max_tokens"
+    assert f"({prompt} in the messages, 11 in the completion)" in str(long_budget.value)
+    assert prepare(small, job(PROMPTS[1], 10, max_tokens_param="max_tokens")).max_new_tokens == 10
+    # Without max_tokens, the server's default shrinks to the room the budget leaves.
+    assert prepare(small, job(PROMPTS[1], 256)).max_new_tokens == 10
+
+
+def test_max_model_len_bounds_the_context_below_the_models_own(loaded: LoadedModel) -> None:
+    prompt = prompt_tokens(loaded, job(PROMPTS[0], 1))
+    shorter = replace(loaded, max_model_len=prompt + 5)
+    assert shorter.max_context_tokens == prompt + 5
+    with pytest.raises(InvalidRequest) as refused:
+        prepare(shorter, job(PROMPTS[0], 6, max_tokens_param="max_completion_tokens"))
+    assert refused.value.param == "max_completion_tokens"
+
+
+@pytest.mark.parametrize(("rows_that_fit", "widest_step"), [(1, 1), (2, 2)])
+def test_requests_wait_for_kv_room_and_are_all_served(
+    loaded: LoadedModel,
+    connection: redis.Redis,
+    engine_settings: Settings,
+    rows_that_fit: int,
+    widest_step: int,
+) -> None:
+    requests = [job(text, 30, temperature=0.0, logit_bias=no_eos(loaded)) for text in PROMPTS[:2]]
+    longest = max(prompt_tokens(loaded, request) + 30 for request in requests)
+    # Room for this many rows as long as the longest: one alone, never two at once.
+    budgeted = with_kv_tokens(loaded, rows_that_fit * longest)
+    sequences = [SequenceFactory(budgeted, connection, engine_settings)(r) for r in requests]
+    engine = RecordingEngine(budgeted, connection)
+    try:
+        with ThreadPoolExecutor(len(sequences)) as pool:
+            outcomes = [f.result(timeout=60) for f in engine.run_in_order(pool, sequences)]
+    finally:
+        engine.stop()
+    assert max(engine.widths) == widest_step
+    for request, sequence, outcome in zip(requests, sequences, outcomes, strict=True):
+        assert outcome.finish_reason == "length"
+        assert sequence.generated == reference_tokens(loaded, request)
+
+
+def test_a_request_waiting_for_room_can_be_cancelled(
+    loaded: LoadedModel, connection: redis.Redis, engine_settings: Settings
+) -> None:
+    running_job, waiting_job = (job(text, 5000, logit_bias=no_eos(loaded)) for text in PROMPTS[:2])
+    reserved = prompt_tokens(loaded, waiting_job) + 5000
+    budgeted = with_kv_tokens(loaded, reserved)  # one row at a time
+    running, waiting = (
+        SequenceFactory(budgeted, connection, engine_settings)(r) for r in (running_job, waiting_job)
+    )
+    engine = RecordingEngine(budgeted, connection)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            running_future, waiting_future = engine.run_in_order(pool, [running, waiting])
+            cancel(connection, waiting_job.session_id)
+            outcome = waiting_future.result(timeout=30)
+            # It left the line while the other still decoded, never having joined the batch.
+            assert outcome.finish_reason == "cancelled" and waiting.generated == []
+            assert not running.done.is_set()
+            cancel(connection, running_job.session_id)
+            assert running_future.result(timeout=30).finish_reason == "cancelled"
+    finally:
+        engine.stop()
+    assert max(engine.widths) == 1
+
+
+def cancel(connection: redis.Redis, session_id: str) -> None:
+    call = Cancel(session_id, flag_seconds=60, ttl=60, usage_json=dumps({}), role_event="", finish_event="")
+    assert SyncScripts(connection).run(call) == "running"
+
+
+def test_a_failing_prefill_fails_only_its_request(
+    loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
+) -> None:
+    good_job = job(PROMPTS[1], 30, temperature=0.0, logit_bias=no_eos(loaded))
+    good, bad = sequence_for(good_job), sequence_for(job(PROMPTS[2], 30))
+    # A token the embedding table does not have: the model raises during this prefill.
+    bad.inputs["input_ids"][0, -1] = loaded.model.get_input_embeddings().num_embeddings
+    engine = RecordingEngine(loaded, connection)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            good_future, bad_future = engine.run_in_order(pool, [good, bad])
+            failure = bad_future.exception(timeout=30)
+            assert isinstance(failure, GenerationFailed) and failure.code == "generation_failed"
+            assert good_future.result(timeout=60).finish_reason == "length"
+    finally:
+        engine.stop()
+    assert good.generated == reference_tokens(loaded, good_job)
+
+
+class FailingJoin(PaddedBatch):
+    """A batch whose ``fail_at``-th join gets a cache whose last layer does not match."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.joins, self.fail_at = 0, fail_at
+
+    def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
+        self.joins += 1
+        if self.joins == self.fail_at:
+            last = cache.layers[-1]
+            assert last.keys is not None
+            last.keys = last.keys[:, :1]  # one KV head too few: the last layer cannot join
+        super().add(cache, length, device)
+
+
+def test_a_failed_join_fails_only_the_joining_request(
+    loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
+) -> None:
+    requests = [job(text, 30, temperature=0.0, logit_bias=no_eos(loaded)) for text in PROMPTS]
+    sequences = [sequence_for(request) for request in requests]
+    engine = RecordingEngine(loaded, connection, batch=FailingJoin(fail_at=2))
+    try:
+        with ThreadPoolExecutor(len(sequences)) as pool:
+            first, failed, third = engine.run_in_order(pool, sequences)
+            assert isinstance(failed.exception(timeout=30), GenerationFailed)
+            outcomes = [first.result(timeout=60), third.result(timeout=60)]
+    finally:
+        engine.stop()
+    # The rows around the failed join decode exactly as if it had never been tried.
+    assert max(engine.widths) == 2
+    for index, outcome in zip((0, 2), outcomes, strict=True):
+        assert outcome.finish_reason == "length"
+        assert sequences[index].generated == reference_tokens(loaded, requests[index])
