@@ -23,7 +23,7 @@ def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+def dynamic_layers(cache: DynamicCache) -> list[DynamicLayer]:
     # Qwen3-VL's text model has full attention in every layer: all are DynamicLayers.
     return cast(list[DynamicLayer], cache.layers)
 
@@ -59,7 +59,7 @@ class PaddedBatch:
         if self.cache is None or self.attention_mask is None:
             self.cache, self.attention_mask = cache, mask
             return
-        mine, theirs = _layers(self.cache), _layers(cache)
+        mine, theirs = dynamic_layers(self.cache), dynamic_layers(cache)
         if len(mine) != len(theirs):
             raise ValueError(f"a cache of {len(theirs)} layers cannot join a batch of {len(mine)}")
         rows, grow = self.rows, max(0, length - self.columns)
@@ -99,7 +99,7 @@ class PaddedBatch:
         used = mask.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else 0
         self.attention_mask = mask[:, start:]
-        for layer in _layers(self.cache):
+        for layer in dynamic_layers(self.cache):
             keys, values = _tensors(layer)
             layer.keys = keys.index_select(0, index)[:, :, start:]
             layer.values = values.index_select(0, index)[:, :, start:]

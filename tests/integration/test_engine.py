@@ -18,7 +18,7 @@ from shared.jobs import GenerationJob, ImagePart
 from shared.session_scripts import Cancel, SyncScripts
 from shared.settings import Settings
 from tests.integration.conftest import SequenceFactory, decode, make_job
-from worker.batch import PaddedBatch
+from worker.batch import PaddedBatch, dynamic_layers
 from worker.engine import Engine
 from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import continue_after
@@ -306,7 +306,7 @@ class FailingJoin(PaddedBatch):
     def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
         self.joins += 1
         if self.joins == self.fail_at:
-            last = cache.layers[-1]
+            last = dynamic_layers(cache)[-1]
             assert last.keys is not None
             last.keys = last.keys[:, :1]  # one KV head too few: the last layer cannot join
         super().add(cache, length, device)

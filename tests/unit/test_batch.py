@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from worker.batch import PaddedBatch
+from worker.batch import PaddedBatch, dynamic_layers
 
 LAYERS, HEADS, HEAD_DIM = 3, 2, 4
 CPU = torch.device("cpu")
@@ -25,7 +25,7 @@ def prefilled(length: int, seed: int, heads: tuple[int, ...] = (HEADS,) * LAYERS
 def snapshot(batch: PaddedBatch) -> list[torch.Tensor]:
     assert batch.cache is not None and batch.attention_mask is not None
     tensors = [batch.attention_mask.clone()]
-    for layer in batch.cache.layers:
+    for layer in dynamic_layers(batch.cache):
         assert layer.keys is not None and layer.values is not None
         tensors += [layer.keys.clone(), layer.values.clone()]
     return tensors
@@ -40,8 +40,8 @@ def same(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
 def test_rows_of_different_lengths_are_left_padded() -> None:
     batch = PaddedBatch()
     short, long = prefilled(3, 1), prefilled(5, 2)
-    short_keys = short.layers[0].keys
-    long_keys = long.layers[0].keys
+    short_keys = dynamic_layers(short)[0].keys
+    long_keys = dynamic_layers(long)[0].keys
     assert short_keys is not None and long_keys is not None
     batch.add(short, 3, CPU)
     batch.add(long, 5, CPU)
@@ -49,7 +49,7 @@ def test_rows_of_different_lengths_are_left_padded() -> None:
     assert batch.attention_mask is not None
     assert batch.attention_mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
     assert batch.cache is not None
-    keys = batch.cache.layers[0].keys
+    keys = dynamic_layers(batch.cache)[0].keys
     assert keys is not None
     assert torch.equal(keys[0, :, 2:], short_keys[0]) and torch.equal(keys[1], long_keys[0])
     assert not keys[0, :, :2].any()
