@@ -43,6 +43,9 @@ def test_malformed_json_is_400(stack: Stack) -> None:
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
         ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        # Over MAX_TOKENS_CAP (32768 by default): refused before anything is queued.
+        ({"messages": HELLO, "max_tokens": 32769}, "max_tokens"),
+        ({"messages": HELLO, "max_completion_tokens": 10**6}, "max_completion_tokens"),
         ({"messages": HELLO, "temperature": 3}, "temperature"),
         ({"messages": HELLO, "top_p": 0}, "top_p"),
         ({"messages": HELLO, "session_id": "has spaces"}, "session_id"),
