@@ -14,7 +14,7 @@ import redis
 from redis import Redis
 
 from tests.media import MediaServer
-from tests.processes import ROOT, TINY_MODEL_DIR, Gateway, RedisServer, Worker, stack_env
+from tests.processes import DATABASES, ROOT, TINY_MODEL_DIR, Gateway, RedisServer, Worker, stack_env
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +72,7 @@ class Stack:
             process.stop()
 
 
-_databases = itertools.count(1)
+_databases = itertools.count(16)
 
 
 def _start_stack(redis_server: RedisServer, db: int, workers: int, **overrides: str) -> Stack:
@@ -107,7 +107,7 @@ def make_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFact
 
     def make(workers: int = 1, **overrides: str) -> Stack:
         db = next(_databases)
-        assert db < 16, "out of Redis databases"
+        assert db < DATABASES, "out of Redis databases"
         started.append(_start_stack(redis_server, db, workers, **overrides))
         return started[-1]
 

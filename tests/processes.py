@@ -17,6 +17,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL_DIR = ROOT / ".cache" / "tiny-qwen3-vl"
 LOG_DIR = ROOT / ".cache" / "test-logs"
+# Databases of a test redis-server: the shared stack uses 0, the in-process tests some below
+# 16, and each private stack one from 16 on.
+DATABASES = 64
 
 
 def free_port() -> int:
@@ -106,7 +109,16 @@ class RedisServer(Process):
             ]
         super().__init__(
             f"redis-{self.port}-{time.monotonic_ns()}",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", *persistence],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--databases",
+                str(DATABASES),
+                *persistence,
+            ],
         )
         self.wait_or_stop(self._answers, 10, "redis-server")
 
