@@ -35,7 +35,8 @@ ATTACH_HOLD_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class OpenedSession:
-    session_id: str
+    session_id: str  # the client's id
+    stored_id: str  # the id it is stored under (``keys.owned_session``)
     after: int  # replay the events after this index; -1 replays everything
     created: bool = False  # this request started the generation
 
@@ -69,7 +70,8 @@ def owned(info: SessionInfo | None, session_id: str, owner: str) -> SessionInfo:
 
 
 async def find_session(services: Services, session_id: str, owner: str) -> SessionInfo:
-    return owned(await services.store.get(session_id), session_id, owner)
+    """The caller's session by the client's id; its ``session_id`` is the stored id."""
+    return owned(await services.store.get(keys.owned_session(owner, session_id)), session_id, owner)
 
 
 async def _ensure_capacity(services: Services) -> None:
@@ -88,11 +90,12 @@ async def open_session(
     session_id, after = resume_point(last_event_id, request.session_id)
     # A known session is attached to; a resume of an unknown one is a 404 (expired).
     if session_id is not None:
-        existing = await services.store.get(session_id)
+        existing = await services.store.get(keys.owned_session(owner, session_id))
         if existing is not None or last_event_id:
             owned(existing, session_id, owner)
-            return OpenedSession(session_id, after)
+            return OpenedSession(session_id, keys.owned_session(owner, session_id), after)
     session_id = session_id or new_session_id()
+    stored_id = keys.owned_session(owner, session_id)
     settings = services.settings
     job_id = uuid.uuid4().hex
     check_max_tokens(request, settings.max_tokens_cap)
@@ -103,39 +106,39 @@ async def open_session(
         # after another died continues exactly where the stream stopped.
         sampling.seed = secrets.randbits(63)
     job = GenerationJob(
-        session_id=session_id,
+        session_id=stored_id,
         model=settings.model_name,
         created=int(time.time()),
         messages=messages,
         sampling=sampling,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
-        inline_media_key=keys.session_media(session_id) if inline_media else None,
+        inline_media_key=keys.session_media(stored_id) if inline_media else None,
     )
     payload = job.model_dump(mode="json")
     await _ensure_capacity(services)
-    if not await services.store.create(session_id, job_id, owner, job.model, job.created, dumps(payload)):
+    if not await services.store.create(stored_id, job_id, owner, job.model, job.created, dumps(payload)):
         # A concurrent request with the same session id won: follow its generation.
         await find_session(services, session_id, owner)
-        return OpenedSession(session_id, after)
+        return OpenedSession(session_id, stored_id, after)
     try:
         if inline_media:
-            await services.queue.store_inline_media(session_id, inline_media)
-        await services.queue.enqueue(session_id, payload, job_id)
+            await services.queue.store_inline_media(stored_id, inline_media)
+        await services.queue.enqueue(stored_id, payload, job_id)
     except OUTAGE_ERRORS as error:
         # Not lost: a session whose job never reached the queue is queued again by the
         # reaper from its stored payload once Redis answers; the client just waits.
         log.warning("session %s: job not queued yet (%s); the reaper will queue it", session_id, error)
-    return OpenedSession(session_id, after, created=True)
+    return OpenedSession(session_id, stored_id, after, created=True)
 
 
-async def await_verdict(services: Services, session_id: str, http_request: Request) -> bool:
+async def await_verdict(services: Services, stored_id: str, http_request: Request) -> bool:
     """Wait for a new session's first event, the worker's verdict on the request.
 
     A request the worker refuses (a prompt too long, an undecodable image) is answered
     with its HTTP error instead of a stream that starts and fails. Returns False if the
     client left while waiting.
     """
-    batches = follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS)
+    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
     async with contextlib.aclosing(batches):
         async for batch in batches:
             if not batch:
@@ -162,21 +165,21 @@ def render_sse(session_id: str, batch: list[Event]) -> bytes:
 
 async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[bytes]:
     async for batch in follow(
-        services.redis, services.store, session.session_id, session.after, ATTACH_HOLD_SECONDS
+        services.redis, services.store, session.stored_id, session.after, ATTACH_HOLD_SECONDS
     ):
         if batch:
             yield render_sse(session.session_id, batch)
     yield DONE_FRAME
 
 
-async def collect(services: Services, session_id: str, http_request: Request) -> dict[str, Any] | None:
+async def collect(services: Services, stored_id: str, http_request: Request) -> dict[str, Any] | None:
     """The whole completion, or None if the client left before it was done."""
     builder = CompletionBuilder()
-    async for batch in follow(services.redis, services.store, session_id, -1, ATTACH_HOLD_SECONDS):
+    async for batch in follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS):
         if not batch and await http_request.is_disconnected():
             return None
         for event in batch:
             builder.add(event.data)
-    info = await services.store.get(session_id)
+    info = await services.store.get(stored_id)
     model, created = (info.model, info.created) if info else (services.settings.model_name, 0)
-    return builder.build(session_id, model, created, info.usage if info else None)
+    return builder.build(keys.client_session_id(stored_id), model, created, info.usage if info else None)

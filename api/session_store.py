@@ -43,7 +43,7 @@ class SessionInfo:
 
     def public(self) -> dict[str, Any]:
         return {
-            "id": self.session_id,
+            "id": keys.client_session_id(self.session_id),
             "object": "chat.completion.session",
             "status": self.status.value,
             "model": self.model,
@@ -110,7 +110,7 @@ class SessionStore:
     async def cancel(self, session: SessionInfo) -> SessionStatus | None:
         """Request a cancel; returns the status the session had, None if it is gone."""
         session_id = session.session_id
-        chunks = ChunkWriter(session_id, session.model, session.created)
+        chunks = ChunkWriter(keys.client_session_id(session_id), session.model, session.created)
         call = Cancel(
             session_id,
             flag_seconds=self._settings.session_keep_seconds,

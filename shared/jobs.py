@@ -75,6 +75,7 @@ class SamplingParams(BaseModel):
 
 
 class GenerationJob(BaseModel):
+    # The id the session is stored under (``shared.keys.owned_session``).
     session_id: str
     model: str
     created: int

@@ -61,6 +61,21 @@ def session_media(session_id: str) -> str:
     return f"{PREFIX}:session:{session_id}:media"
 
 
+def owned_session(owner: str, session_id: str) -> str:
+    """The id a session is stored under: the client's id inside its owner's namespace.
+
+    Two API keys may use the same session id without seeing or touching each other's
+    session. Session ids cannot contain '/', so no two owners' ids can collide; without
+    API keys every caller is the same anonymous owner and the ids are the clients' own.
+    """
+    return f"{owner}/{session_id}" if owner else session_id
+
+
+def client_session_id(stored_id: str) -> str:
+    """The id the client chose (or was given) for a stored session."""
+    return stored_id.rpartition("/")[2]
+
+
 def session_keys(session_id: str) -> list[str]:
     """The keys that together make up one session, in the order the scripts expect."""
     return [

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import redis
 
+from shared import keys
 from shared.events import ChunkWriter, dumps, error_object
 from shared.jobs import GenerationJob
 from shared.redis_retry import retry_through_outage
@@ -63,7 +64,7 @@ class SessionWriter:
         self._settings = settings
         self._worker = worker
         self.session_id = job.session_id
-        self.chunks = ChunkWriter(job.session_id, job.model, job.created)
+        self.chunks = ChunkWriter(keys.client_session_id(job.session_id), job.model, job.created)
         self.events: list[str] = []  # every event of the session; the list index is its index
         self.tokens: list[int] = []  # every token generated for it
         self._written_events = 0

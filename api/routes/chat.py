@@ -26,10 +26,10 @@ async def chat_completions(
     session = await open_session(services, body, caller, last_event_id)
     headers = {"X-Session-Id": session.session_id}
     if body.stream:
-        if session.created and not await await_verdict(services, session.session_id, http_request):
+        if session.created and not await await_verdict(services, session.stored_id, http_request):
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return EventSourceResponse(sse_events(services, session), headers=headers)
-    completion = await collect(services, session.session_id, http_request)
+    completion = await collect(services, session.stored_id, http_request)
     if completion is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return JSONResponse(completion, headers=headers)

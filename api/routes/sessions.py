@@ -33,15 +33,14 @@ async def session_stream(
     last_event_id: LastEventIdDep,
 ) -> EventSourceResponse:
     _, after = resume_point(last_event_id, session_id)
-    await find_session(services, session_id, caller)
-    return EventSourceResponse(
-        sse_events(services, OpenedSession(session_id, after)), headers={"X-Session-Id": session_id}
-    )
+    session = await find_session(services, session_id, caller)
+    opened = OpenedSession(session_id, session.session_id, after)
+    return EventSourceResponse(sse_events(services, opened), headers={"X-Session-Id": session_id})
 
 
 @router.post("/v1/cancel/{session_id}")
 async def cancel(session_id: SessionIdPath, services: ServicesDep, caller: CallerDep) -> dict[str, Any]:
-    await find_session(services, session_id, caller)
-    before = await cancel_session(services.store, services.queue, session_id)
+    session = await find_session(services, session_id, caller)
+    before = await cancel_session(services.store, services.queue, session.session_id)
     after = await find_session(services, session_id, caller)
     return {**after.public(), "cancel_requested": before in (SessionStatus.QUEUED, SessionStatus.RUNNING)}

@@ -127,12 +127,38 @@ def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
     owner = {"Authorization": "Bearer key-a"}
     other = {"Authorization": "Bearer key-b"}
     body = {"messages": HELLO, "max_tokens": 3, "session_id": "owned"}
-    assert httpx.post(f"{url}/v1/chat/completions", json=body, headers=owner, timeout=60).status_code == 200
+    first = httpx.post(f"{url}/v1/chat/completions", json=body, headers=owner, timeout=60)
+    assert first.status_code == 200 and first.json()["id"] == "owned"
     assert httpx.get(f"{url}/v1/sessions/owned", headers=owner, timeout=5).status_code == 200
+    # Another key does not see it: for that key the id is free.
     assert_openai_error(httpx.get(f"{url}/v1/sessions/owned", headers=other, timeout=5), 404)
     assert_openai_error(httpx.post(f"{url}/v1/cancel/owned", headers=other, timeout=5), 404)
-    attach = httpx.post(f"{url}/v1/chat/completions", json=body, headers=other, timeout=5)
-    assert_openai_error(attach, 404)
+    resume = httpx.post(
+        f"{url}/v1/chat/completions", json=body, headers={**other, "Last-Event-ID": "owned:0"}, timeout=5
+    )
+    assert_openai_error(resume, 404)
+
+
+def test_two_keys_may_use_the_same_session_id(make_stack: StackFactory) -> None:
+    private = make_stack(API_KEYS="key-a,key-b")
+    url = private.gateway.url
+    keys_headers = [{"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}]
+    bodies = [
+        {"messages": HELLO, "max_tokens": 3, "session_id": "same", "temperature": 0.0},
+        {"messages": HELLO, "max_tokens": 5, "session_id": "same", "temperature": 0.0},
+    ]
+    answers = [
+        httpx.post(f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60).json()
+        for body, headers in zip(bodies, keys_headers, strict=True)
+    ]
+    # Each key started its own generation under the same id, and reads back only its own.
+    assert [a["id"] for a in answers] == ["same", "same"]
+    assert [a["usage"]["completion_tokens"] for a in answers] == [3, 5]
+    for headers, answer in zip(keys_headers, answers, strict=True):
+        session = httpx.get(f"{url}/v1/sessions/same", headers=headers, timeout=5).json()
+        assert session["id"] == "same" and session["usage"] == answer["usage"]
+        stream = httpx.get(f"{url}/v1/sessions/same/stream", headers=headers, timeout=10)
+        assert stream.text.count('"id":"same"') >= 3
 
 
 def test_full_queue_is_429_with_retry_after(make_stack: StackFactory) -> None:
