@@ -18,7 +18,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared import keys
-from shared.queueing import enqueue_generation, generation_queue
+from shared.queueing import enqueue_generation, generation_queues
 from shared.redis_connection import sync_client
 from shared.settings import Settings
 
@@ -28,7 +28,7 @@ class JobQueue:
         self._settings = settings
         self._redis = async_redis
         self._sync = sync_client(settings)
-        self._queue = generation_queue(settings, self._sync)
+        self._queues = generation_queues(settings, self._sync)
 
     async def store_inline_media(self, session_id: str, inline_media: list[str]) -> None:
         """Keep the request's inline media in the session's own hash, outside the RQ job.
@@ -49,7 +49,9 @@ class JobQueue:
         self, session_id: str, payload: dict[str, Any], job_id: str, again: bool = False
     ) -> None:
         """Queue one attempt at a session (a session queued again goes to the front)."""
-        enqueue = partial(enqueue_generation, self._queue, self._settings, session_id, payload, job_id, again)
+        enqueue = partial(
+            enqueue_generation, self._queues, self._settings, session_id, payload, job_id, again
+        )
         await to_thread.run_sync(enqueue)
 
     async def job_states(self, job_ids: list[str]) -> list[str | None]:
@@ -65,17 +67,24 @@ class JobQueue:
         A live worker moves a job on from there within milliseconds; one that stays is the
         job of a worker that died in between.
         """
-        return set(map(str, await self._redis.lrange(self._queue.intermediate_queue_key, 0, -1)))
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.lrange(queue.intermediate_queue_key, 0, -1)
+        return {str(job_id) for job_ids in await pipe.execute() for job_id in job_ids}
 
     async def forget(self, job_id: str) -> None:
         """Drop a job that was replaced by a new attempt from RQ's lists."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.lrem(self._queue.intermediate_queue_key, 0, job_id)
-        pipe.lrem(self._queue.key, 0, job_id)
+        for queue in self._queues.values():
+            pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+            pipe.lrem(queue.key, 0, job_id)
         await pipe.execute()
 
     async def depth(self) -> int:
-        return int(await self._redis.llen(self._queue.key))
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.llen(queue.key)
+        return sum(await pipe.execute())
 
     async def live_workers(self) -> int:
         return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
@@ -89,7 +98,8 @@ class JobQueue:
         await to_thread.run_sync(self._cancel_job, job_id)
 
     def _cleanup_abandoned(self) -> None:
-        StartedJobRegistry(queue=self._queue, serializer=JSONSerializer).cleanup()
+        for queue in self._queues.values():
+            StartedJobRegistry(queue=queue, serializer=JSONSerializer).cleanup()
 
     async def fail_abandoned_jobs(self) -> None:
         """Move jobs whose worker stopped renewing their lease to RQ's failed registry."""

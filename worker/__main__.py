@@ -14,7 +14,7 @@ import uuid
 import redis
 from rq.serializers import JSONSerializer
 
-from shared.queueing import generation_queue
+from shared.queueing import QueueKind, generation_queues, queue_name
 from shared.redis_connection import sync_client
 from shared.redis_retry import retry_through_outage
 from shared.session_scripts import SyncScripts
@@ -30,10 +30,16 @@ log = logging.getLogger("worker")
 
 
 def _slots(settings: Settings, connection: redis.Redis, name: str) -> list[JobSlot]:
+    """One job slot per row of the batch for each queue: text requests keep theirs while
+    requests with media wait for their downloads and decoding."""
     return [
         JobSlot(
-            [settings.queue_name], connection=connection, name=f"{name}.{index}", serializer=JSONSerializer
+            [queue_name(settings, kind)],
+            connection=connection,
+            name=f"{name}.{kind.value}.{index}",
+            serializer=JSONSerializer,
         )
+        for kind in QueueKind
         for index in range(settings.worker_max_batch)
     ]
 
@@ -50,7 +56,7 @@ def main() -> None:
     settings = get_settings()
     # Every job slot holds a connection in a blocking dequeue and uses more while it runs;
     # redis-py's default pool of 100 is too small for a wide batch.
-    connection = sync_client(settings, max_connections=100 + 4 * settings.worker_max_batch)
+    connection = sync_client(settings, max_connections=100 + 8 * settings.worker_max_batch)
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
@@ -82,7 +88,7 @@ def main() -> None:
         engine,
         name,
         media,
-        generation_queue(settings, connection),
+        generation_queues(settings, connection),
     )
     install(runtime)
     engine.start()

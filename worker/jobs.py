@@ -23,7 +23,7 @@ import redis
 from rq import Queue, get_current_job
 
 from shared.jobs import GenerationJob
-from shared.queueing import enqueue_generation
+from shared.queueing import QueueKind, enqueue_generation
 from shared.redis_retry import retry_through_outage
 from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
@@ -52,7 +52,7 @@ class WorkerRuntime:
     engine: Engine
     name: str
     media: MediaLoader
-    queue: Queue
+    queues: dict[QueueKind, Queue]
     # Set when the worker shuts down: jobs taken from now on are handed straight back.
     draining: threading.Event = field(default_factory=threading.Event)
     # Prompts are built one at a time: the processor's tokenizer is not thread-safe.
@@ -197,7 +197,7 @@ def hand_over(runtime: WorkerRuntime, job: GenerationJob, payload: dict[str, Any
     if result is Requeued.QUEUED:
         retry_through_outage(
             lambda: enqueue_generation(
-                runtime.queue, settings, job.session_id, payload, new_job_id, again=True
+                runtime.queues, settings, job.session_id, payload, new_job_id, again=True
             ),
             tolerance,
             f"enqueue {job.session_id}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -13,9 +14,9 @@ from openai.types.chat import ChatCompletion
 from PIL import Image
 
 from shared import keys
-from tests.conftest import Stack
-from tests.media import MediaServer, Route, b64, data_uri, image_bytes, video_bytes
-from tests.processes import TINY_MODEL_DIR
+from tests.conftest import Stack, StackFactory
+from tests.media import ConnectionRecorder, MediaServer, Route, b64, data_uri, image_bytes, video_bytes
+from tests.processes import TINY_MODEL_DIR, wait_until
 from tests.sse import iter_events
 
 PNG = image_bytes((64, 48), "RGB", "PNG", (200, 30, 30))
@@ -153,3 +154,33 @@ def test_streamed_media_request_starts_once_the_worker_accepts_it(stack: Stack) 
     # deleted when it ends.
     assert stack.redis.hget(keys.session_meta("media-stream"), "status") == "finished"
     assert not stack.redis.exists(keys.session_media("media-stream"))
+
+
+def test_slow_media_do_not_hold_text_requests_back(make_stack: StackFactory) -> None:
+    # One row of batch: a request whose image URL never answers holds it while it waits.
+    private = make_stack(
+        WORKER_MAX_BATCH="1", MEDIA_FETCH_DEADLINE_SECONDS="30", MEDIA_FETCH_TIMEOUT_SECONDS="30"
+    )
+    silent = ConnectionRecorder()
+    url = private.gateway.url
+    slow = {
+        "messages": [{"role": "user", "content": [text("Hi"), image_url(silent.url("/slow.png"))]}],
+        "max_tokens": 3,
+        "session_id": "slow-media",
+    }
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(httpx.post, f"{url}/v1/chat/completions", json=slow, timeout=60)
+            wait_until(lambda: silent.connections > 0, 20, "the worker to fetch the slow image")
+            answer = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3},
+                timeout=60,
+            )
+            assert answer.status_code == 200
+            # Served while the media request was still waiting for its image.
+            assert private.redis.hget(keys.session_meta("slow-media"), "status") == "running"
+            httpx.post(f"{url}/v1/cancel/slow-media", timeout=10)
+            waiting.result(timeout=60)
+    finally:
+        silent.stop()
