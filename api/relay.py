@@ -41,8 +41,12 @@ async def follow(
     tolerance, the last batch is an error event.
     """
     follower = _Follower(StreamHub.of(redis), store, session_id, after, attach_hold_seconds)
-    async for batch in follower.batches():
-        yield batch
+    try:
+        async for batch in follower.batches():
+            yield batch
+    finally:
+        # Here rather than in the inner generators: this one is what the caller closes.
+        follower.leave()
 
 
 class _Follower:
@@ -57,8 +61,14 @@ class _Follower:
         self._hold_seconds = hold_seconds
         self._touch_due = 0.0
         self._redis = OutageTolerance(hub.outage_tolerance_seconds)
+        self._subscription: Subscription | None = None
         self.last = after
         self.finished = False
+
+    def leave(self) -> None:
+        if self._subscription is not None:
+            self._hub.unsubscribe(self._subscription)
+            self._subscription = None
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         try:
@@ -80,12 +90,10 @@ class _Follower:
             yield batch
         if self.finished or ended:
             return
-        subscription = self._hub.subscribe(self._stream, self.last)
-        try:
-            async for batch in self._live(subscription):
-                yield batch
-        finally:
-            self._hub.unsubscribe(subscription)
+        self._subscription = self._hub.subscribe(self._stream, self.last)
+        async for batch in self._live(self._subscription):
+            yield batch
+        self.leave()
 
     async def _live(self, subscription: Subscription) -> AsyncIterator[list[Event]]:
         while not self.finished:

@@ -84,14 +84,19 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self) -> None:
-        self.port = free_port()
+    """A redis-server; with ``data_dir`` it keeps its data there, to be restarted on ``port``."""
+
+    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+        self.port = port or free_port()
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run scripts/bootstrap.sh")
+        persistence = ["--save", "", "--appendonly", "no"]
+        if data_dir is not None:
+            persistence = ["--save", "", "--dir", str(data_dir), "--appendonly", "yes"]
+            persistence += ["--appendfsync", "always"]
         super().__init__(
-            f"redis-{self.port}",
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            f"redis-{self.port}", [binary, "--port", str(self.port), "--bind", "127.0.0.1", *persistence]
         )
         self.wait_or_stop(self._answers, 10, "redis-server")
 

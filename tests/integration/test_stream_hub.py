@@ -17,7 +17,7 @@ from api.session_store import SessionStore
 from api.stream_hub import StreamHub
 from shared import keys
 from shared.settings import Settings
-from tests.live_sessions import append, event_data, open_session
+from tests.live_sessions import append, append_to_all, event_data, open_session
 from tests.processes import RedisServer
 
 DB = 13
@@ -95,15 +95,11 @@ def test_many_followers_on_few_connections_each_get_exactly_their_events(
             await wait_for(lambda: hub.subscriptions == len(followed), "every follower to subscribe")
             assert hub.reader_count == 4
             for round_ in range(rounds):
-                await asyncio.to_thread(
-                    lambda r=round_: [append(writer, sid, r * per_round, per_round) for sid in sessions]
-                )
+                await asyncio.to_thread(append_to_all, writer, sessions, round_ * per_round, per_round)
                 await asyncio.sleep(0.02)
             # One blocking read per reader, not one per follower; the command pool is bounded.
             assert connections_to(writer, DB) <= POOL_CONNECTIONS + hub.reader_count + 1
-            await asyncio.to_thread(
-                lambda: [append(writer, sid, rounds * per_round, 1, end=True) for sid in sessions]
-            )
+            await asyncio.to_thread(append_to_all, writer, sessions, rounds * per_round, 1, True)
             results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
             assert hub.subscriptions == 0
         for session_id, events in zip(followed, results, strict=True):
