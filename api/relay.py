@@ -68,6 +68,7 @@ class _Follower:
     def leave(self) -> None:
         if self._subscription is not None:
             self._hub.unsubscribe(self._subscription)
+            self._hub.attachments.detach(self._session_id)
             self._subscription = None
 
     async def batches(self) -> AsyncIterator[list[Event]]:
@@ -91,13 +92,16 @@ class _Follower:
         if self.finished or ended:
             return
         self._subscription = self._hub.subscribe(self._stream, self.last)
+        # From now on the hub keeps the session marked as attached, with the others it follows.
+        self._hub.attachments.attach(
+            self._session_id, self._hold_seconds, self._store.touch_attached, self._touch_due
+        )
         async for batch in self._live(self._subscription):
             yield batch
         self.leave()
 
     async def _live(self, subscription: Subscription) -> AsyncIterator[list[Event]]:
         while not self.finished:
-            await self._touch_if_due()
             missing_until = subscription.missing_until()
             if missing_until > self.last:
                 async for batch in self._replay(until=missing_until):
@@ -114,14 +118,14 @@ class _Follower:
                     yield batch
 
     async def _idle(self) -> AsyncIterator[list[Event]]:
-        status = await self._redis.call(lambda: self._hub.redis.hget(self._meta, "status"))
+        status = await self._redis.call(partial(self._hub.statuses.status, self._meta))
         if status is None:
             expired = error_object(
                 f"Session '{self._session_id}' has expired.", "not_found_error", "session_expired"
             )
             self.finished = True
             yield [Event(self.last + 1, dumps(expired), True)]
-        elif SessionStatus(str(status)).is_terminal:
+        elif SessionStatus(status).is_terminal:
             # Its last events are in the stream: read what the hub has not passed on.
             async for batch in self._replay():
                 yield batch
@@ -145,11 +149,11 @@ class _Follower:
         return events
 
     async def _has_ended(self) -> bool:
-        status = await self._redis.call(lambda: self._hub.redis.hget(self._meta, "status"))
-        return status is not None and SessionStatus(str(status)).is_terminal
+        status = await self._redis.call(partial(self._hub.statuses.status, self._meta))
+        return status is not None and SessionStatus(status).is_terminal
 
     async def _touch_if_due(self) -> None:
         now = time.monotonic()
-        if now >= self._touch_due:
+        if self._subscription is None and now >= self._touch_due:
             await self._redis.call(lambda: self._store.touch_attached(self._session_id, self._hold_seconds))
             self._touch_due = now + self._hold_seconds / 3

@@ -19,7 +19,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from api.attachments import Attachments
 from api.hub_reader import READ_BATCH, Event, HubReader, StreamsReply, WatchedStream
+from api.status_reader import StatusReader
 from shared.events import entry_id_after
 
 KEYS_PER_READ = 500
@@ -93,6 +95,8 @@ class StreamHub:
         self._readers: list[HubReader] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._replays = asyncio.Semaphore(REPLAY_CONCURRENCY)
+        self.statuses = StatusReader(redis)
+        self.attachments = Attachments()
         self.subscriptions = 0
 
     @classmethod
@@ -105,6 +109,7 @@ class StreamHub:
 
     def start(self) -> StreamHub:
         _hubs[self.redis] = self
+        self._tasks.append(asyncio.create_task(self.attachments.run(), name="stream-hub-attachments"))
         return self
 
     async def close(self) -> None:
