@@ -72,6 +72,7 @@ class HubReader:
         self._reading: int | None = None  # the version the read in flight covers
         self._waking: asyncio.Task[None] | None = None
         self._can_wake = True
+        self._stopping = False
 
     def add(self, stream: WatchedStream) -> None:
         self.streams[stream.key] = stream
@@ -85,36 +86,43 @@ class HubReader:
             del self.streams[stream.key]
 
     async def close(self) -> None:
+        """End ``run``: also where redis-py lets a cancellation pass while a reply arrives."""
+        self._stopping = True
+        self._added.set()
         if self._waking is not None:
             self._waking.cancel()
         await self._client.aclose()
 
     async def run(self) -> None:
         retry_in = FIRST_RETRY_SECONDS
-        while True:
+        while not self._stopping:
             if not self.streams:
                 self._added.clear()
                 await self._added.wait()
                 continue
             try:
-                reply = await self._read()
-            except (RedisConnectionError, RedisTimeoutError) as error:
-                # The followers see the outage on their own commands and decide when to
-                # give up; the reader keeps trying, from where it was, for those that stay.
+                self._deliver(await self._read())
+            except Exception as error:
+                if self._stopping:
+                    return
                 if retry_in == FIRST_RETRY_SECONDS:
-                    log.warning("stream hub: reading from Redis failed, retrying: %s", error)
-                self._client_id = None
+                    _log_failure(error)
+                # The followers see an outage on their own commands and decide when to give
+                # up; the reader keeps trying, from where it was, for those that stay.
+                self._client_id = None  # a new connection has a new id
                 await asyncio.sleep(retry_in)
                 retry_in = min(2 * retry_in, MAX_RETRY_SECONDS)
                 continue
             if retry_in != FIRST_RETRY_SECONDS:
                 log.info("stream hub: reading from Redis again")
                 retry_in = FIRST_RETRY_SECONDS
-            self._deliver(reply)
 
     async def _read(self) -> StreamsReply:
-        if self._client_id is None:
-            self._client_id = int(await self._client.client_id())
+        if self._can_wake and self._client_id is None:
+            try:
+                self._client_id = int(await self._client.client_id())
+            except ResponseError as error:
+                self._cannot_wake(error)
         request: dict[KeyT, StreamIdT] = {
             key: entry_id_after(stream.cursor) for key, stream in self.streams.items()
         }
@@ -136,6 +144,11 @@ class HubReader:
             for subscriber in list(stream.subscribers):
                 subscriber.offer(events)
 
+    def _cannot_wake(self, error: ResponseError) -> None:
+        message = "stream hub: Redis refuses CLIENT ID/UNBLOCK (%s); reads block for %d ms"
+        log.warning(message, error, BLOCK_MS_WITHOUT_WAKE)
+        self._can_wake = False
+
     async def _wake(self) -> None:
         """End the blocked read so that the next one covers the streams added since it began.
 
@@ -150,11 +163,16 @@ class HubReader:
                     return
                 await asyncio.sleep(WAKE_RETRY_SECONDS)
         except ResponseError as error:
-            log.warning(
-                "stream hub: CLIENT UNBLOCK refused (%s); reads block for %d ms", error, BLOCK_MS_WITHOUT_WAKE
-            )
-            self._can_wake = False
+            self._cannot_wake(error)
         except (RedisConnectionError, RedisTimeoutError):
             pass  # the read fails as well, and the next one covers every stream
         finally:
             self._waking = None
+
+
+def _log_failure(error: Exception) -> None:
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+        log.warning("stream hub: reading from Redis failed, retrying: %s", error)
+    else:
+        # Whatever it was, the streams of this reader must not stop for good.
+        log.error("stream hub: a read failed, retrying", exc_info=error)

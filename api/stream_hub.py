@@ -116,11 +116,11 @@ class StreamHub:
         _hubs.pop(self.redis, None)
         for task in self._tasks:
             task.cancel()
+        for reader in self._readers:
+            await reader.close()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for reader in self._readers:
-            await reader.close()
 
     @property
     def reader_count(self) -> int:

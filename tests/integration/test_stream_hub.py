@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from api import stream_hub
+from api import hub_reader, redis_clients, stream_hub
 from api.redis_clients import command_client, reader_client
 from api.relay import Event, follow
 from api.session_store import SessionStore
@@ -181,3 +181,68 @@ def test_resuming_after_the_end_event_yields_nothing(redis_url: str, writer: red
             return await asyncio.wait_for(follow_all(hub, store, "done", after=3), 10)
 
     assert asyncio.run(scenario()) == []
+
+
+async def events_through(batches: AsyncIterator[list[Event]], index: int) -> list[Event]:
+    """The events up to ``index``, without waiting for the stream's end."""
+    events: list[Event] = []
+    async for batch in batches:
+        events.extend(batch)
+        if events and events[-1].index >= index:
+            break
+    return events
+
+
+def test_a_stream_added_while_a_read_blocks_is_read_at_once(
+    redis_url: str, writer: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reads that block for a minute: the new stream must not wait for the one in flight.
+    monkeypatch.setattr(hub_reader, "BLOCK_MS", 60_000)
+    monkeypatch.setattr(redis_clients, "BLOCK_MS", 60_000)
+
+    async def scenario() -> list[Event]:
+        for session_id in ("waiting", "added"):
+            open_session(writer, session_id)
+        async with running_hub(redis_url) as (hub, store):
+            waiting = asyncio.create_task(follow_all(hub, store, "waiting"))
+            await wait_for(lambda: hub.subscriptions == 1, "the first follower to subscribe")
+            batches = follow(hub.redis, store, "added", -1, HOLD_SECONDS)
+            added = asyncio.create_task(events_through(batches, 1))
+            await wait_for(lambda: hub.subscriptions == 2, "the second follower to subscribe")
+            append(writer, "added", 0, 2)
+            try:
+                # Still running: only the hub can pass these on (no follower reads them itself).
+                return await asyncio.wait_for(added, 10)
+            finally:
+                await batches.aclose()
+                waiting.cancel()
+
+    assert [event.index for event in asyncio.run(scenario())] == [0, 1]
+
+
+def test_where_redis_refuses_client_commands_the_hub_still_delivers(
+    redis_url: str, writer: redis.Redis
+) -> None:
+    writer.acl_setuser(
+        "no-client", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all", "-client"]
+    )
+    restricted_url = redis_url.replace("redis://", "redis://no-client:secret@")
+
+    async def scenario() -> tuple[list[Event], list[Event]]:
+        for session_id in ("one", "two"):
+            open_session(writer, session_id)
+        async with running_hub(restricted_url) as (hub, store):
+            one = asyncio.create_task(follow_all(hub, store, "one"))
+            await wait_for(lambda: hub.subscriptions == 1, "the first follower to subscribe")
+            two = asyncio.create_task(follow_all(hub, store, "two"))
+            await wait_for(lambda: hub.subscriptions == 2, "the second follower to subscribe")
+            append(writer, "one", 0, 3, end=True)
+            append(writer, "two", 0, 4, end=True)
+            return await asyncio.wait_for(asyncio.gather(one, two), 30)
+
+    try:
+        one, two = asyncio.run(scenario())
+    finally:
+        writer.acl_deluser("no-client")
+    assert_exactly(one, "one", 0, 2)
+    assert_exactly(two, "two", 0, 3)
