@@ -60,7 +60,7 @@ class _Follower:
         self._meta = keys.session_meta(session_id)
         self._hold_seconds = hold_seconds
         self._touch_due = 0.0
-        self._redis = OutageTolerance(hub.outage_tolerance_seconds)
+        self._retrying = OutageTolerance(hub.outage_tolerance_seconds)
         self._subscription: Subscription | None = None
         self.last = after
         self.finished = False
@@ -118,7 +118,7 @@ class _Follower:
                     yield batch
 
     async def _idle(self) -> AsyncIterator[list[Event]]:
-        status = await self._redis.call(partial(self._hub.statuses.status, self._meta))
+        status = await self._retrying.call(partial(self._hub.statuses.status, self._meta))
         if status is None:
             expired = error_object(
                 f"Session '{self._session_id}' has expired.", "not_found_error", "session_expired"
@@ -137,7 +137,7 @@ class _Follower:
         """Read the events after ``last`` from Redis: up to ``until``, or all there are."""
         while not self.finished and (until is None or self.last < until):
             await self._touch_if_due()
-            page = await self._redis.call(partial(self._hub.replay, self._stream, self.last, until))
+            page = await self._retrying.call(partial(self._hub.replay, self._stream, self.last, until))
             if page:
                 yield self._passed(page)
             if len(page) < READ_BATCH:
@@ -149,11 +149,12 @@ class _Follower:
         return events
 
     async def _has_ended(self) -> bool:
-        status = await self._redis.call(partial(self._hub.statuses.status, self._meta))
+        status = await self._retrying.call(partial(self._hub.statuses.status, self._meta))
         return status is not None and SessionStatus(status).is_terminal
 
     async def _touch_if_due(self) -> None:
         now = time.monotonic()
         if self._subscription is None and now >= self._touch_due:
-            await self._redis.call(lambda: self._store.touch_attached(self._session_id, self._hold_seconds))
+            touch = partial(self._store.touch_attached, self._session_id, self._hold_seconds)
+            await self._retrying.call(touch)
             self._touch_due = now + self._hold_seconds / 3
