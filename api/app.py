@@ -8,15 +8,18 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from redis.asyncio import Redis
 
+from api.admission import StreamAdmission
+from api.auth import ApiKeyAuth
 from api.body_limit import BodySizeLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.job_queue import JobQueue
 from api.reaper import Reaper
+from api.redis_clients import command_client, reader_client
 from api.routes import chat, health, sessions
 from api.session_store import SessionStore
+from api.stream_hub import StreamHub
 from shared.settings import Settings, get_settings
 
 
@@ -25,11 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Every follower holds a connection in a blocking XREAD: the pool must hold them all.
-        redis = Redis.from_url(
-            settings.redis_url, decode_responses=True, max_connections=settings.gateway_redis_connections
+        redis = command_client(settings)
+        hub = StreamHub(redis, lambda: reader_client(settings), settings.redis_outage_tolerance_seconds)
+        admission = StreamAdmission(settings.max_streams_per_gateway, settings.max_streams_per_key)
+        services = Services(
+            settings, redis, SessionStore(redis, settings), JobQueue(settings, redis), hub.start(), admission
         )
-        services = Services(settings, redis, SessionStore(redis, settings), JobQueue(settings, redis))
         app.state.services = services
         reaper = asyncio.create_task(Reaper(redis, services.store, services.queue, settings).run())
         try:
@@ -38,12 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
+            await hub.close()
             services.queue.close()
             await redis.aclose()
 
     app = FastAPI(title="Qwen3-VL inference gateway", lifespan=lifespan)
-    # Added first so that it runs inside CORS: a 413 still carries the CORS headers.
+    # Added first so that they run inside CORS: a 401 or a 413 still carries the CORS
+    # headers. The key is checked first: without one, nothing about the body matters.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(ApiKeyAuth, api_keys=settings.api_keys)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_allow_origins,

@@ -8,9 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Header, Query, Request
 from redis.asyncio import Redis
 
-from api.auth import authenticate
+from api.admission import StreamAdmission
+from api.auth import authenticated_caller
 from api.job_queue import JobQueue
 from api.session_store import SessionStore
+from api.stream_hub import StreamHub
 from shared.settings import Settings
 
 
@@ -20,6 +22,8 @@ class Services:
     redis: Redis
     store: SessionStore
     queue: JobQueue
+    hub: StreamHub
+    admission: StreamAdmission
 
 
 def get_services(request: Request) -> Services:
@@ -30,8 +34,8 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_caller(request: Request, services: ServicesDep) -> str:
-    return authenticate(request, services.settings)
+def get_caller(request: Request) -> str:
+    return authenticated_caller(request)
 
 
 CallerDep = Annotated[str, Depends(get_caller)]

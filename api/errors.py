@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.outage import UNREACHABLE
 from shared.events import error_object
 
 
@@ -69,6 +70,30 @@ class NoWorker(APIError):
     code = "no_worker"
 
 
+class StreamsFull(APIError):
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "too_many_streams"
+
+
+class KeyStreamsFull(APIError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    code = "too_many_streams_for_key"
+
+
+class RedisUnavailable(APIError):
+    """Redis, which holds every session and the queue, cannot be reached: nothing can be served."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+    code = "redis_unavailable"
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param, code, headers={"Retry-After": str(self.RETRY_AFTER_SECONDS)})
+
+
 class GenerationFailed(APIError):
     status_code = 500
     error_type = "server_error"
@@ -90,6 +115,7 @@ def from_error_event(error: dict[str, Any]) -> APIError:
     by_type: dict[Any, type[APIError]] = {
         BadRequest.error_type: BadRequest,
         NotFound.error_type: NotFound,
+        RedisUnavailable.error_type: RedisUnavailable,
     }
     cls = by_type.get(error.get("type"), GenerationFailed)
     return cls(str(error.get("message", "generation failed")), error.get("param"), error.get("code"))
@@ -127,10 +153,15 @@ def install_error_handlers(app: FastAPI) -> None:
         error.status_code = exc.status_code
         return _render(error)
 
+    async def on_redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        return _render(RedisUnavailable("The service cannot reach its Redis; try again shortly."))
+
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         return _render(APIError("The server had an error while processing the request."))
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, on_redis_unreachable)
     app.add_exception_handler(Exception, on_unexpected_error)

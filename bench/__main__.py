@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--relay-clients", type=positive, default=500, help="clients following live sessions (default 500)")
     add("--relay-sessions", type=positive, default=50, help="live sessions they follow (default 50)")
     add("--relay-rate", type=float, default=10.0, help="events/s written into each session (default 10)")
+    add(
+        "--relay-held",
+        type=int,
+        default=0,
+        help="idle streams held open during the live relay, on sessions that never get an event (default 0)",
+    )
     add("--relay-seconds", type=float, help=f"how long the writer writes (default {FULL['relay_seconds']:g})")
     add(
         "--skip",
@@ -115,6 +121,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
             sessions=args.relay_sessions,
             rate=args.relay_rate,
             seconds=args.relay_seconds,
+            held=args.relay_held,
         ),
         skip=skip,
     )

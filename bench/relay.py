@@ -7,6 +7,7 @@ follow them with ``GET /v1/sessions/{id}/stream``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.results import LiveRelayResult, ReplayResult
-from bench.sessions import LiveSessions, write_finished_session
+from bench.sessions import LiveSessions, open_idle_sessions, write_finished_session
 from bench.sse import http_client, sse_data
 from bench.stats import Percentiles
 
@@ -181,32 +182,66 @@ class LiveRun:
 
 
 async def measure_live(
-    base_url: str, redis_url: str, gateway_pid: int, clients: int, sessions: int, rate: float, seconds: float
+    base_url: str,
+    redis_url: str,
+    gateway_pid: int,
+    clients: int,
+    sessions: int,
+    rate: float,
+    seconds: float,
+    held: int = 0,
 ) -> LiveRelayResult:
-    """``clients`` followers spread over ``sessions`` running sessions fed at ``rate`` events/s each."""
+    """``clients`` followers spread over ``sessions`` running sessions fed at ``rate`` events/s each.
+
+    With ``held``, that many more streams are opened first, on sessions that never get an
+    event, and kept open throughout: what waiting on many streams costs the live ones.
+    """
     log.info("live relay: %d clients on %d sessions, %g events/s each, %gs", clients, sessions, rate, seconds)
     redis = Redis.from_url(redis_url, decode_responses=True)
+    tasks: list[asyncio.Task[Follow]] = []
+    idle: list[asyncio.Task[Follow]] = []
     try:
         live = LiveSessions(redis, [f"bench-live-{uuid.uuid4().hex[:12]}" for _ in range(sessions)])
         await live.open()
-        async with http_client(clients + 8, DRAIN_TIMEOUT_SECONDS + seconds) as client:
-            arrivals = Arrivals(clients)
-            tasks = [
-                asyncio.create_task(
-                    follow_session(client, base_url, live.session_ids[n % sessions], arrivals.arrive, True)
-                )
-                for n in range(clients)
-            ]
+        async with http_client(clients + held + 8, DRAIN_TIMEOUT_SECONDS + seconds) as client:
             try:
+                await _hold_idle_streams(client, base_url, redis, held, idle)
+                arrivals = Arrivals(clients)
+                followed = [live.session_ids[n % sessions] for n in range(clients)]
+                tasks = [
+                    asyncio.create_task(follow_session(client, base_url, sid, arrivals.arrive, True))
+                    for sid in followed
+                ]
                 await arrivals.wait(CONNECT_TIMEOUT_SECONDS)
                 run = await _write_then_drain(live, tasks, gateway_pid, rate, seconds)
+                # An idle stream has nothing to end it: one that ended has broken.
+                broken = sum(task.done() for task in idle)
             finally:
-                for task in tasks:
+                for task in [*tasks, *idle]:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*tasks, *idle, return_exceptions=True)
     finally:
         await redis.aclose()
-    return _live_result([_outcome(task) for task in tasks], run, sessions, rate, seconds)
+    result = _live_result([_outcome(task) for task in tasks], run, sessions, rate, seconds)
+    return dataclasses.replace(result, held_streams=held, held_failures=broken)
+
+
+async def _hold_idle_streams(
+    client: httpx.AsyncClient, base_url: str, redis: Redis, count: int, tasks: list[asyncio.Task[Follow]]
+) -> None:
+    """Open ``count`` streams (added to ``tasks``) on sessions that never get an event."""
+    if count <= 0:
+        return
+    log.info("opening %d idle streams", count)
+    session_ids = [f"bench-idle-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+    await open_idle_sessions(redis, session_ids)
+    arrivals = Arrivals(count)
+    tasks.extend(
+        asyncio.create_task(follow_session(client, base_url, session_id, arrivals.arrive))
+        for session_id in session_ids
+    )
+    # Opening thousands of streams takes a while on a small machine.
+    await arrivals.wait(CONNECT_TIMEOUT_SECONDS + count / 100)
 
 
 async def _write_then_drain(

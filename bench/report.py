@@ -144,6 +144,8 @@ def _live(results: BenchResults) -> str:
         f"Gateway alone: live relay, {v.rate_per_session:g} events/s into each session for "
         f"{v.seconds:g}s ({v.delivered_events:,} of {v.expected_events:,} events delivered)"
     )
+    if v.held_streams:
+        title += f"\n  meanwhile {v.held_streams:,} idle streams held open, {v.held_failures} broke"
     return title + "\n" + table(headers, [row]) + _error_line(v.first_error)
 
 

@@ -85,6 +85,9 @@ class LiveRelayResult:
     first_error: str | None
     gateway_cpu_s: float | None
     client_cpu_s: float
+    # Idle streams held open meanwhile, and how many of them broke.
+    held_streams: int = 0
+    held_failures: int = 0
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,16 @@ async def write_finished_session(redis: Redis, session_id: str, events: int) -> 
         await redis.expire(key, TTL_SECONDS)
 
 
+async def open_idle_sessions(redis: Redis, session_ids: list[str]) -> None:
+    """Running sessions that never get an event: their followers only wait."""
+    for first in range(0, len(session_ids), WRITE_BATCH):
+        pipe = redis.pipeline(transaction=False)
+        for session_id in session_ids[first : first + WRITE_BATCH]:
+            pipe.hset(keys.session_meta(session_id), mapping=_meta(SessionStatus.RUNNING))
+            pipe.expire(keys.session_meta(session_id), TTL_SECONDS)
+        await pipe.execute()
+
+
 class LiveSessions:
     """Running sessions that one writer feeds; each delta carries its write time as text."""
 

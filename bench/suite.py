@@ -41,6 +41,7 @@ class RelayPlan:
     sessions: int = 50
     rate: float = 10.0
     seconds: float = 10.0
+    held: int = 0  # idle streams held open during the live relay
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ def _run_relay(relay: RelayPlan, stack: OurStack, results: BenchResults) -> None
         measure_replay(url, redis_url, pid, relay.replay_events, relay.replay_runs, relay.replay_clients)
     )
     results.live = asyncio.run(
-        measure_live(url, redis_url, pid, relay.clients, relay.sessions, relay.rate, relay.seconds)
+        measure_live(
+            url, redis_url, pid, relay.clients, relay.sessions, relay.rate, relay.seconds, relay.held
+        )
     )
 
 

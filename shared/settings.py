@@ -20,8 +20,13 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     max_queue_depth: int = Field(1000, ge=1)
-    # One per concurrent stream follower (blocking reads) plus a few; Redis allows 10,000.
-    gateway_redis_connections: int = Field(5000, ge=10)
+    # The pool for the gateway's commands; requests wait for a free connection. Waiting for
+    # stream events needs none of them: the stream hub reads with a few connections of its own.
+    gateway_redis_connections: int = Field(100, ge=10)
+    # Streams (and non-streamed completions) one gateway follows at once: past it, 503.
+    max_streams_per_gateway: int = Field(10_000, ge=1)
+    # The same per API key (when API_KEYS is set), on one gateway: past it, 429. 0: no limit.
+    max_streams_per_key: int = Field(256, ge=0)
     # The gateway parses JSON on its event loop: this bounds how long one body can hold it.
     max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
@@ -87,7 +92,8 @@ class Settings(BaseSettings):
     # How long a worker told to stop (SIGTERM) takes at most to hand its sessions over and
     # exit; keep it below the supervisor's own grace (compose's stop_grace_period).
     worker_drain_seconds: float = Field(20.0, gt=0)
-    # How long the worker and the gateway keep retrying while Redis is unreachable.
+    # How long workers and gateways (open streams included) keep retrying while Redis is
+    # unreachable before they fail what they were doing.
     redis_outage_tolerance_seconds: float = Field(60.0, gt=0)
 
     @field_validator(

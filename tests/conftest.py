@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -72,7 +71,9 @@ class Stack:
             process.stop()
 
 
-_databases = itertools.count(16)
+# Databases from 16 on go to private stacks, each back to the pool when its test ends; the
+# ones below belong to the shared stack and the integration tests' own fixtures.
+_free_databases = list(range(DATABASES - 1, 15, -1))
 
 
 def _start_stack(redis_server: RedisServer, db: int, workers: int, **overrides: str) -> Stack:
@@ -103,17 +104,22 @@ StackFactory = Callable[..., Stack]
 @pytest.fixture
 def make_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFactory]:
     """A private stack (own Redis database) for tests that kill processes or change settings."""
-    started: list[Stack] = []
+    started: list[tuple[int, Stack]] = []
 
     def make(workers: int = 1, **overrides: str) -> Stack:
-        db = next(_databases)
-        assert db < DATABASES, "out of Redis databases"
-        started.append(_start_stack(redis_server, db, workers, **overrides))
-        return started[-1]
+        assert _free_databases, "out of Redis databases"
+        db = _free_databases.pop()
+        try:
+            started.append((db, _start_stack(redis_server, db, workers, **overrides)))
+        except BaseException:
+            _free_databases.append(db)
+            raise
+        return started[-1][1]
 
     yield make
-    for private in started:
+    for db, private in started:
         private.stop()
+        _free_databases.append(db)
 
 
 @pytest.fixture

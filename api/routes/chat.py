@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
 from api.deps import CallerDep, LastEventIdDep, ServicesDep
+from api.held_stream import HeldEventSourceResponse
 from api.protocol import ChatCompletionRequest
 from api.serving import await_verdict, collect, open_session, sse_events
 
@@ -23,13 +25,18 @@ async def chat_completions(
     caller: CallerDep,
     last_event_id: LastEventIdDep,
 ) -> Response:
-    session = await open_session(services, body, caller, last_event_id)
-    headers = {"X-Session-Id": session.session_id}
-    if body.stream:
-        if session.created and not await await_verdict(services, session.stored_id, http_request):
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        return EventSourceResponse(sse_events(services, session), headers=headers)
-    completion = await collect(services, session.stored_id, http_request)
+    # Admitted before anything is queued: a refused stream leaves no job behind.
+    slot = services.admission.admit(caller)
+    with contextlib.ExitStack() as held:
+        held.callback(slot.release)
+        session = await open_session(services, body, caller, last_event_id)
+        headers = {"X-Session-Id": session.session_id}
+        if body.stream:
+            if session.created and not await await_verdict(services, session.stored_id, http_request):
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            held.pop_all()  # the response gives the slot back when it is done
+            return HeldEventSourceResponse(slot, sse_events(services, session), headers=headers)
+        completion = await collect(services, session.stored_id, http_request)
     if completion is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return JSONResponse(completion, headers=headers)

@@ -15,6 +15,7 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(services: ServicesDep) -> JSONResponse:
+    """503 while Redis is unreachable: no request can be served, whatever the workers do."""
     settings = services.settings
     try:
         workers = await services.queue.live_workers()
@@ -25,8 +26,10 @@ async def health(services: ServicesDep) -> JSONResponse:
             "modelReady": False,
             "modelId": settings.model_name,
             "error": f"Redis unavailable: {error}",
+            "redisReachable": False,
             "workers": 0,
             "queueDepth": None,
+            "streams": services.admission.open,
         }
         return JSONResponse(body, status_code=503)
     return JSONResponse(
@@ -35,8 +38,10 @@ async def health(services: ServicesDep) -> JSONResponse:
             "modelReady": workers > 0,
             "modelId": settings.model_name,
             "error": None,
+            "redisReachable": True,
             "workers": workers,
             "queueDepth": depth,
+            "streams": services.admission.open,
         }
     )
 

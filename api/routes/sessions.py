@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from sse_starlette import EventSourceResponse
 
 from api.cancellation import cancel_session
 from api.deps import CallerDep, LastEventIdDep, ServicesDep
+from api.held_stream import HeldEventSourceResponse
 from api.protocol import SESSION_ID_PATTERN
 from api.serving import OpenedSession, find_session, resume_point, sse_events
 from shared.events import SessionStatus
@@ -31,11 +31,12 @@ async def session_stream(
     services: ServicesDep,
     caller: CallerDep,
     last_event_id: LastEventIdDep,
-) -> EventSourceResponse:
+) -> HeldEventSourceResponse:
     _, after = resume_point(last_event_id, session_id)
     session = await find_session(services, session_id, caller)
     opened = OpenedSession(session_id, session.session_id, after)
-    return EventSourceResponse(sse_events(services, opened), headers={"X-Session-Id": session_id})
+    slot = services.admission.admit(caller)
+    return HeldEventSourceResponse(slot, sse_events(services, opened), headers={"X-Session-Id": session_id})
 
 
 @router.post("/v1/cancel/{session_id}")

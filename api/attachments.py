@@ -1,0 +1,76 @@
+"""Keeps followed sessions marked as attached, for all of a gateway's followers at once.
+
+A session counts as attached while a gateway renews its attached key (auto-cancel watches
+it). Renewing per follower costs a round trip per stream and second, most of the CPU an
+idle stream costs; here each followed session is renewed once per period however many
+follow it, and the renewals due together are sent concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+Touch = Callable[[str, float], Awaitable[None]]
+
+# How often the sweep looks for renewals that are due.
+SWEEP_SECONDS = 0.25
+CONCURRENT_TOUCHES = 100
+
+
+@dataclass(eq=False)
+class _Attachment:
+    session_id: str
+    hold_seconds: float
+    touch: Touch
+    due: float
+    followers: int = 1
+
+
+class Attachments:
+    def __init__(self) -> None:
+        self._sessions: dict[str, _Attachment] = {}
+
+    def attach(self, session_id: str, hold_seconds: float, touch: Touch, due: float) -> None:
+        """Keep renewing the session (first at ``due``, monotonic) until ``detach``."""
+        attachment = self._sessions.get(session_id)
+        if attachment is None:
+            self._sessions[session_id] = _Attachment(session_id, hold_seconds, touch, due)
+            return
+        attachment.followers += 1
+        attachment.hold_seconds = min(attachment.hold_seconds, hold_seconds)
+        attachment.due = min(attachment.due, due)
+
+    def detach(self, session_id: str) -> None:
+        attachment = self._sessions.get(session_id)
+        if attachment is not None:
+            attachment.followers -= 1
+            if attachment.followers <= 0:
+                del self._sessions[session_id]
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = time.monotonic()
+            due = [a for a in self._sessions.values() if a.due <= now]
+            for first in range(0, len(due), CONCURRENT_TOUCHES):
+                await self._renew(due[first : first + CONCURRENT_TOUCHES], now)
+
+    async def _renew(self, attachments: list[_Attachment], now: float) -> None:
+        outcomes = await asyncio.gather(
+            *(a.touch(a.session_id, a.hold_seconds) for a in attachments), return_exceptions=True
+        )
+        for attachment, outcome in zip(attachments, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                # Redis unreachable, most likely: the followers notice it on their own reads.
+                log.debug("renewing attached session %s failed: %s", attachment.session_id, outcome)
+                continue
+            # A third of the hold: two renewals may be late before the mark lapses.
+            attachment.due = now + attachment.hold_seconds / 3
