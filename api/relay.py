@@ -120,9 +120,8 @@ class _Follower:
     async def _idle(self) -> AsyncIterator[list[Event]]:
         status = await self._retrying.call(partial(self._hub.statuses.status, self._meta))
         if status is None:
-            expired = error_object(
-                f"Session '{self._session_id}' has expired.", "not_found_error", "session_expired"
-            )
+            name = keys.client_session_id(self._session_id)
+            expired = error_object(f"Session '{name}' has expired.", "not_found_error", "session_expired")
             self.finished = True
             yield [Event(self.last + 1, dumps(expired), True)]
         elif SessionStatus(status).is_terminal:
