@@ -21,8 +21,9 @@ Fields = dict[FieldT, EncodableT]
 
 
 def open_session(redis: Redis, session_id: str, owner: str = ANONYMOUS, status: str = "running") -> None:
+    """A session stored as the gateway stores it: under its owner's namespace."""
     now = int(time.time())
-    meta = keys.session_meta(session_id)
+    meta = keys.session_meta(keys.owned_session(owner, session_id))
     fields: Fields = {"status": status, "created": now, "last_attached": now, "owner": owner, "model": "test"}
     redis.hset(meta, mapping=fields)
     redis.expire(meta, TTL_SECONDS)
@@ -34,11 +35,14 @@ def event_data(session_id: str, index: int) -> str:
 
 
 def append(redis: Redis, session_id: str, first: int, count: int, end: bool = False) -> None:
-    """Events ``first`` .. ``first + count - 1``; with ``end``, the last one ends the session."""
+    """Events ``first`` .. ``first + count - 1``; with ``end``, the last one ends the session.
+
+    ``session_id`` is the stored id (``keys.owned_session``); the events name the client's id.
+    """
     pipe = redis.pipeline(transaction=False)
     stream = keys.session_events(session_id)
     for index in range(first, first + count):
-        fields: Fields = {DATA_FIELD: event_data(session_id, index)}
+        fields: Fields = {DATA_FIELD: event_data(keys.client_session_id(session_id), index)}
         if end and index == first + count - 1:
             fields[END_FIELD] = "1"
         pipe.xadd(stream, fields, id=f"0-{index + 1}")

@@ -12,6 +12,7 @@ import contextlib
 import httpx
 
 from api.auth import owner_of
+from shared import keys
 from tests.conftest import Stack, StackFactory
 from tests.e2e.test_errors import assert_openai_error
 from tests.live_sessions import append, append_to_all, event_data, open_session
@@ -75,7 +76,7 @@ def test_a_key_past_its_own_limit_gets_429_while_other_keys_go_on(make_stack: St
         assert int(refused.headers["retry-after"]) > 0
         other = streams.enter_context(http.stream("GET", stream_url(private, "b-0"), headers=as_b))
         assert other.status_code == 200
-        append(writer, "b-0", 0, 2, end=True)
+        append(writer, keys.owned_session(owner_of("key-b"), "b-0"), 0, 2, end=True)
         assert_gets_exactly(other, "b-0", 2)
 
 
