@@ -10,8 +10,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
+import anyio
 from fastapi import Request
 
 from api.completion import CompletionBuilder
@@ -131,27 +133,39 @@ async def open_session(
     return OpenedSession(session_id, stored_id, after, created=True)
 
 
-async def await_verdict(services: Services, stored_id: str, http_request: Request) -> bool:
-    """Wait for a new session's first event, the worker's verdict on the request.
+class Verdict(Enum):
+    ACCEPTED = "accepted"  # the worker accepted the request: its stream has begun
+    PENDING = "pending"  # no answer yet (the job waits in the queue): start the stream anyway
+    CLIENT_LEFT = "client_left"
 
-    A request the worker refuses (a prompt too long, an undecodable image) is answered
-    with its HTTP error instead of a stream that starts and fails. Returns False if the
-    client left while waiting.
+
+async def await_verdict(
+    services: Services, stored_id: str, http_request: Request, wait_seconds: float
+) -> Verdict:
+    """Wait a short while for a new session's first event, the worker's verdict on the request.
+
+    A request the worker refuses quickly (a prompt too long, an undecodable image) is
+    answered with its HTTP error instead of a stream that starts and fails. A request that
+    waits in the queue longer than ``wait_seconds`` gets its stream started instead, so
+    that its client has the headers (``X-Session-Id``, to cancel it) and keep-alive
+    comments while it waits; a later refusal then arrives as an error event.
     """
-    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
-    async with contextlib.aclosing(batches):
-        async for batch in batches:
-            if not batch:
-                if await http_request.is_disconnected():
-                    return False
-                continue
-            event = batch[0]
-            if event.end:
-                payload = json.loads(event.data)
-                if "error" in payload:
-                    raise from_error_event(payload["error"])
-            return True
-    return True
+    with anyio.move_on_after(wait_seconds):
+        batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                if not batch:
+                    if await http_request.is_disconnected():
+                        return Verdict.CLIENT_LEFT
+                    continue
+                event = batch[0]
+                if event.end:
+                    payload = json.loads(event.data)
+                    if "error" in payload:
+                        raise from_error_event(payload["error"])
+                return Verdict.ACCEPTED
+        return Verdict.ACCEPTED
+    return Verdict.PENDING
 
 
 def render_sse(session_id: str, batch: list[Event]) -> bytes:

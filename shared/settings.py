@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     max_streams_per_gateway: int = Field(10_000, ge=1)
     # The same per API key (when API_KEYS is set), on one gateway: past it, 429. 0: no limit.
     max_streams_per_key: int = Field(256, ge=0)
+    # How long a new streaming request waits for the worker's verdict before its stream
+    # starts: a refusal within it is an HTTP error, a later one an error event.
+    verdict_wait_seconds: float = Field(2.0, ge=0)
+    # Keep-alive comments on every open stream (a request waiting in the queue included).
+    sse_ping_seconds: float = Field(15.0, gt=0)
     # The gateway parses JSON on its event loop: this bounds how long one body can hold it.
     max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 

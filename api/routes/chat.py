@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from api.deps import CallerDep, LastEventIdDep, ServicesDep
 from api.held_stream import HeldEventSourceResponse
 from api.protocol import ChatCompletionRequest
-from api.serving import await_verdict, collect, open_session, sse_events
+from api.serving import Verdict, await_verdict, collect, open_session, sse_events
 
 router = APIRouter()
 
@@ -32,10 +32,15 @@ async def chat_completions(
         session = await open_session(services, body, caller, last_event_id)
         headers = {"X-Session-Id": session.session_id}
         if body.stream:
-            if session.created and not await await_verdict(services, session.stored_id, http_request):
-                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            if session.created:
+                wait = services.settings.verdict_wait_seconds
+                verdict = await await_verdict(services, session.stored_id, http_request, wait)
+                if verdict is Verdict.CLIENT_LEFT:
+                    return Response(status_code=CLIENT_CLOSED_REQUEST)
             held.pop_all()  # the response gives the slot back when it is done
-            return HeldEventSourceResponse(slot, sse_events(services, session), headers=headers)
+            return HeldEventSourceResponse(
+                slot, sse_events(services, session), headers=headers, ping=services.settings.sse_ping_seconds
+            )
         completion = await collect(services, session.stored_id, http_request)
     if completion is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)

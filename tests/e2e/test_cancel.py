@@ -159,3 +159,28 @@ def test_one_worker_runs_jobs_together_and_a_cancel_stops_only_its_own(stack: St
         assert list(stream)[-1].is_done
         response.close()
     responses[0].close()
+
+
+def test_a_queued_stream_starts_with_its_session_id_and_can_be_cancelled(make_stack: StackFactory) -> None:
+    # One job slot, taken: the next request waits in the queue. Its client gets the
+    # response headers (with the session id it needs to cancel) and keep-alive comments.
+    private = make_stack(WORKER_MAX_BATCH="1", VERDICT_WAIT_SECONDS="0.5", SSE_PING_SECONDS="1")
+    url = private.gateway.url
+    long = {"messages": HELLO, "max_tokens": 20000, "stream": True}
+    with httpx.Client(timeout=30) as http:
+        busy = http.send(
+            http.build_request("POST", f"{url}/v1/chat/completions", json={**long, "session_id": "busy"}),
+            stream=True,
+        )
+        wait_until(lambda: private.redis.hget("qvl:session:busy", "status") == "running", 30, "the busy job")
+        with http.stream("POST", f"{url}/v1/chat/completions", json=long) as waiting:
+            assert waiting.status_code == 200
+            session_id = waiting.headers["x-session-id"]
+            assert private.redis.hget(f"qvl:session:{session_id}", "status") == "queued"
+            lines = waiting.iter_lines()
+            assert next(line for line in lines if line).startswith(":")  # a keep-alive comment
+            http.post(f"{url}/v1/cancel/{session_id}")
+            rest = [line for line in lines if line.startswith("data:")]
+        assert '"finish_reason":"cancelled"' in rest[-2] and rest[-1] == "data: [DONE]"
+        http.post(f"{url}/v1/cancel/busy")
+        busy.close()
