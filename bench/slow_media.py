@@ -139,7 +139,8 @@ def run_slow_media(argv: list[str]) -> int:
     if args.out:
         write_json(result, args.out)
         print(f"figures written to {args.out}", file=sys.stderr)
-    return 0 if not result.pending.problems() and result.beside_media.ok else 1
+    failed = result.text_only.failed + result.beside_media.failed
+    return 0 if not failed and not result.pending.problems() else 1
 
 
 async def measure(target: Target, plan: SlowMediaPlan) -> SlowMediaResult:
