@@ -1,6 +1,7 @@
 """Measure the service end to end, beside generate() and transformers serve (bench/README.md).
 
-``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py).
+``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py);
+``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.report import render, write_json
+from bench.slow_media import run_slow_media
 from bench.soak import run_soak
 from bench.stack import Placement
 from bench.suite import PARTS, Plan, RelayPlan, run
@@ -48,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__.splitlines()[0],
-        epilog="python -m bench soak --help: the fault-injection soak",
+        epilog="python -m bench soak --help: the fault-injection soak; "
+        "python -m bench slow-media --help: text load beside media that never arrive",
     )
     add = parser.add_argument
     add("--quick", action="store_true", help="levels 1 and 4, fewer requests: about a minute")
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["soak"]:
             return run_soak(argv[1:])
+        if argv[:1] == ["slow-media"]:
+            return run_slow_media(argv[1:])
         return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)

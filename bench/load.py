@@ -165,6 +165,29 @@ async def run_level(
     return summarise(concurrency, streams, prefix_chunks)
 
 
+async def run_for(
+    client: httpx.AsyncClient,
+    target: Target,
+    workload: Workload,
+    concurrency: int,
+    seconds: float,
+    prefix_chunks: int,
+) -> LevelResult:
+    """Closed loop for a fixed time: each user starts requests until ``seconds`` have passed;
+    the requests under way then are waited for and counted."""
+    deadline = time.perf_counter() + seconds
+    streams: list[Stream] = []
+
+    async def user() -> None:
+        while time.perf_counter() < deadline:
+            streams.append(await stream_once(client, target, workload, workload.max_tokens))
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(concurrency):
+            group.create_task(user())
+    return summarise(concurrency, streams, prefix_chunks)
+
+
 async def count_prefix_chunks(client: httpx.AsyncClient, target: Target, workload: Workload) -> int:
     """Text chunks a server sends before its first generated token.
 

@@ -55,11 +55,12 @@ def ours_extra_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def our_stack(placement: Placement, max_batch: int = 64) -> Iterator[OurStack]:
+def our_stack(placement: Placement, max_batch: int = 64, **settings: str) -> Iterator[OurStack]:
     """Start everything; stop everything on the way out, whatever happened.
 
     The worker gets as many job slots as the highest concurrency level, so that every
-    level measures batching rather than queueing.
+    level measures batching rather than queueing. ``settings`` are further environment
+    variables of the gateway and the worker.
     """
     with contextlib.ExitStack() as stack:
         log.info("starting redis-server, the gateway and a worker")
@@ -75,6 +76,7 @@ def our_stack(placement: Placement, max_batch: int = 64) -> Iterator[OurStack]:
             # The relay measurements find where the gateway stops keeping up, not its admission limit.
             MAX_STREAMS_PER_GATEWAY="1000000",
             **placement.env(),
+            **settings,
         )
         gateway = Gateway(env, name="bench-gateway")
         stack.callback(gateway.stop)

@@ -1,14 +1,20 @@
-"""The benchmark's pure parts: percentiles, what a stream counts, targets, tables, soak verdicts."""
+"""The benchmark's pure parts: percentiles, what a stream counts, targets, tables, soak and
+slow-media verdicts."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
+from typing import Any
+
+import pytest
 
 from bench.analysis import targets
 from bench.load import Stream, summarise
 from bench.report import table
 from bench.results import BaselineResult, BenchResults, LevelResult, ServerResult
+from bench.slow_media_report import PendingCheck, SlowMediaResult, render
 from bench.soak_check import Outcome, Replay, SeenEvent, error_key, judge, tally
 from bench.soak_client import index_of, rejection_code
 from bench.soak_faults import schedule
@@ -173,3 +179,45 @@ def test_faults_rotate_and_stay_inside_the_load() -> None:
     assert all(10.0 <= later.at_s - earlier.at_s <= 15.0 for earlier, later in itertools.pairwise(plan))
     assert 4 <= len(plan) <= 5 and plan[-1].at_s < 60.0
     assert schedule([], 60.0, (10.0, 15.0), random.Random(1)) == []
+
+
+def _pending(**changes: Any) -> PendingCheck:
+    held = PendingCheck(
+        sent=16,
+        media_slots=16,
+        connections_at_start=10,
+        connections_accepted=10,
+        connections_open=10,
+        statuses={"running": 16},
+        streams_open=16,
+    )
+    return dataclasses.replace(held, **changes)
+
+
+def test_media_requests_that_stayed_pending_have_no_problem() -> None:
+    assert _pending().problems() == []
+    # More requests than media job slots: the others wait in the media queue.
+    assert _pending(sent=20, statuses={"running": 16, "queued": 4}, streams_open=20).problems() == []
+
+
+def test_a_media_request_that_ended_during_phase_b_is_a_problem() -> None:
+    assert _pending(connections_at_start=0, connections_accepted=0, connections_open=0).problems()
+    assert _pending(connections_accepted=11, connections_open=10).problems()
+    assert _pending(connections_open=9).problems()
+    assert _pending(statuses={"running": 15, "failed": 1}).problems()
+    assert _pending(statuses={"running": 12, "queued": 4}).problems()
+    assert _pending(streams_open=15).problems()
+
+
+def test_slow_media_report_gives_the_ratio_of_b_to_a() -> None:
+    settings = {"clients": 8, "max_tokens": 64, "duration_s": 20.0, "max_batch": 16}
+    settings |= {"media_deadline_s": 120.0, "cpus": 2}
+    result = SlowMediaResult(settings, _level(8, 400.0, 100.0), _level(8, 380.0, 120.0), _pending())
+    assert result.tokens_per_s_ratio == pytest.approx(0.95)
+    assert result.ttft_p50_ratio == pytest.approx(1.2)
+    text = render(result)
+    assert "B/A: tok/s 0.95, TTFT p50 1.20" in text
+    assert "NOT PENDING" not in text
+    assert "NOT PENDING" in render(
+        SlowMediaResult(settings, result.text_only, result.beside_media, _pending(streams_open=3))
+    )
