@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.media import MediaServer, Route, image_bytes
-from tests.processes import free_port
+from tests.media import ConnectionRecorder, MediaServer, Route, image_bytes
+from tests.processes import free_port, wait_until
 from worker.media.errors import MediaError
 from worker.media.fetch import Fetcher, FetchLimits
 from worker.media.network import HostPolicy
@@ -116,3 +117,21 @@ def test_a_slow_host_fails_within_the_timeout(server: MediaServer, fetcher: Fetc
 def test_an_unreachable_host_fails_fast(fetcher: Fetcher) -> None:
     error = fetch_error(fetcher, f"http://127.0.0.1:{free_port()}/closed.png")
     assert error.code == "media_fetch_failed"
+
+
+def test_slow_urls_do_not_make_other_downloads_wait_for_a_connection() -> None:
+    # More downloads at once than httpcore's default pool of 10: each gets its connection
+    # while the others still wait for their answers.
+    silent = ConnectionRecorder()
+    fetcher = Fetcher(HostPolicy.from_hosts(["127.0.0.1"]), max_connections=16)
+    patient = FetchLimits(100_000, "MAX_IMAGE_BYTES", timeout_seconds=60)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            for n in range(16):
+                pool.submit(fetch_error, fetcher, silent.url(f"/{n}.png"), patient)
+            try:
+                wait_until(lambda: silent.connections == 16, 20, "all 16 downloads to connect")
+            finally:
+                silent.stop()  # closes the connections: the downloads fail and the pool ends
+    finally:
+        fetcher.close()

@@ -37,9 +37,11 @@ class Deadline:
 class Fetcher:
     """One HTTP client for the worker's lifetime; every connection goes through the policy."""
 
-    def __init__(self, policy: HostPolicy) -> None:
+    def __init__(self, policy: HostPolicy, max_connections: int = 100) -> None:
+        # httpcore's default pool holds 10 connections: past that, downloads wait for each
+        # other, and a few URLs that never answer would stall every other media request.
         self._client = httpx.Client(
-            transport=GuardedTransport(policy),
+            transport=GuardedTransport(policy, max_connections),
             follow_redirects=False,
             trust_env=False,
             # identity: a compressed body could expand past the byte limit before it is counted.

@@ -59,7 +59,9 @@ class MediaLoader:
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self._redis = connection
         self._settings = settings
-        self._fetcher = Fetcher(HostPolicy.from_hosts(settings.allowed_media_hosts))
+        # Every media job slot may fetch all the URLs of its request at once.
+        concurrent_fetches = settings.worker_max_batch * max(1, settings.max_media_items)
+        self._fetcher = Fetcher(HostPolicy.from_hosts(settings.allowed_media_hosts), concurrent_fetches)
         self._decoding = ConcurrentPixels(settings.max_worker_media_pixels)
         start_forkserver()
 

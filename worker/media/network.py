@@ -179,10 +179,11 @@ class GuardedBackend(httpcore.SyncBackend):
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's transport with the guarded backend; no proxies, which would bypass the check."""
 
-    def __init__(self, policy: HostPolicy) -> None:
+    def __init__(self, policy: HostPolicy, max_connections: int) -> None:
         super().__init__(trust_env=False)
         # httpx takes no network backend, so its pool is rebuilt with one (httpx is pinned).
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             network_backend=GuardedBackend(policy),
+            max_connections=max_connections,
         )
