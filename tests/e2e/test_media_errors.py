@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,9 +18,11 @@ from tests.media import (
     Route,
     b64,
     data_uri,
+    gif_bytes,
     hls_playlist,
     image_bytes,
     video_bytes,
+    with_gif_canvas,
 )
 from tests.processes import free_port
 
@@ -221,4 +224,30 @@ def test_placeholder_tokens_typed_as_text_are_400(stack: Stack, with_image: bool
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
     error = assert_openai_error(post(stack, body), 400)
     assert error["param"] == "messages"
+    assert_still_serving(stack)
+
+
+def worker_peak_rss_bytes(stack: Stack) -> int:
+    """The highest resident memory the worker process has had (Linux's VmHWM)."""
+    status = Path(f"/proc/{stack.workers[0].popen.pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+# Decoding one 40000x40000 frame would take 4.8 GB of RGB: far above this bound.
+PEAK_RSS_BOUND = 3 * 1024**3
+
+
+@pytest.mark.parametrize("as_video", [False, True])
+def test_a_tiny_file_declaring_huge_frames_is_refused_before_decoding(stack: Stack, as_video: bool) -> None:
+    bomb = with_gif_canvas(gif_bytes(frames=4), 40000, 40000)  # a few hundred bytes
+    assert len(bomb) < 2000
+    part = (
+        {"type": "input_video", "b64_json": b64(bomb)}
+        if as_video
+        else {"type": "image_url", "image_url": {"url": data_uri(bomb, "image/gif")}}
+    )
+    error = assert_openai_error(post(stack, body_with(part)), 400)
+    assert error["param"] == PART and "pixels" in str(error["message"])
+    assert worker_peak_rss_bytes(stack) < PEAK_RSS_BOUND
     assert_still_serving(stack)
