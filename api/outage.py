@@ -7,13 +7,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from shared.redis_retry import OUTAGE_ERRORS
 
 T = TypeVar("T")
 
-# What Redis being unreachable (down, restarting, partitioned) looks like to a client.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+# What Redis being unreachable (down, restarting, still loading its data, failing over)
+# looks like to a client: the same errors the workers ride out.
+UNREACHABLE = OUTAGE_ERRORS
 
 FIRST_RETRY_SECONDS = 0.1
 MAX_RETRY_SECONDS = 2.0
