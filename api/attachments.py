@@ -3,7 +3,7 @@
 A session counts as attached while a gateway renews its attached key (auto-cancel watches
 it). Renewing per follower costs a round trip per stream and second, most of the CPU an
 idle stream costs; here each followed session is renewed once per period however many
-follow it, and the renewals due together are sent concurrently.
+follow it, and the renewals due together go out in one pipelined round trip.
 """
 
 from __future__ import annotations
@@ -16,18 +16,19 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-Touch = Callable[[str, float], Awaitable[None]]
+# Renews many sessions (id, hold seconds) at once; answers what each renewal raised, or None.
+TouchMany = Callable[[list[tuple[str, float]]], Awaitable[list[BaseException | None]]]
 
 # How often the sweep looks for renewals that are due.
 SWEEP_SECONDS = 0.25
-CONCURRENT_TOUCHES = 100
+TOUCHES_PER_ROUND_TRIP = 500
 
 
 @dataclass(eq=False)
 class _Attachment:
     session_id: str
     hold_seconds: float
-    touch: Touch
+    touch: TouchMany
     due: float
     followers: int = 1
 
@@ -36,7 +37,7 @@ class Attachments:
     def __init__(self) -> None:
         self._sessions: dict[str, _Attachment] = {}
 
-    def attach(self, session_id: str, hold_seconds: float, touch: Touch, due: float) -> None:
+    def attach(self, session_id: str, hold_seconds: float, touch: TouchMany, due: float) -> None:
         """Keep renewing the session (first at ``due``, monotonic) until ``detach``."""
         attachment = self._sessions.get(session_id)
         if attachment is None:
@@ -57,18 +58,21 @@ class Attachments:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
-            due = [a for a in self._sessions.values() if a.due <= now]
-            for first in range(0, len(due), CONCURRENT_TOUCHES):
-                await self._renew(due[first : first + CONCURRENT_TOUCHES], now)
+            due: dict[TouchMany, list[_Attachment]] = {}
+            for attachment in self._sessions.values():
+                if attachment.due <= now:
+                    due.setdefault(attachment.touch, []).append(attachment)
+            for touch, attachments in due.items():
+                for first in range(0, len(attachments), TOUCHES_PER_ROUND_TRIP):
+                    await self._renew(touch, attachments[first : first + TOUCHES_PER_ROUND_TRIP], now)
 
-    async def _renew(self, attachments: list[_Attachment], now: float) -> None:
-        outcomes = await asyncio.gather(
-            *(a.touch(a.session_id, a.hold_seconds) for a in attachments), return_exceptions=True
-        )
+    async def _renew(self, touch: TouchMany, attachments: list[_Attachment], now: float) -> None:
+        try:
+            outcomes = await touch([(a.session_id, a.hold_seconds) for a in attachments])
+        except Exception as error:  # the whole round trip failed
+            outcomes = [error] * len(attachments)
         for attachment, outcome in zip(attachments, outcomes, strict=True):
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome
-            if isinstance(outcome, BaseException):
+            if outcome is not None:
                 # Redis unreachable, most likely: the followers notice it on their own reads.
                 log.debug("renewing attached session %s failed: %s", attachment.session_id, outcome)
                 continue

@@ -94,7 +94,7 @@ class _Follower:
         self._subscription = self._hub.subscribe(self._stream, self.last)
         # From now on the hub keeps the session marked as attached, with the others it follows.
         self._hub.attachments.attach(
-            self._session_id, self._hold_seconds, self._store.touch_attached, self._touch_due
+            self._session_id, self._hold_seconds, self._store.touch_attached_many, self._touch_due
         )
         async for batch in self._live(self._subscription):
             yield batch

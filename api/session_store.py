@@ -156,6 +156,18 @@ class SessionStore:
         )
         return await self._scripts.run(call)
 
+    async def touch_attached_many(self, sessions: list[tuple[str, float]]) -> list[BaseException | None]:
+        """Renew the attached mark of many sessions (id, hold seconds) in one round trip;
+        what each renewal raised, or None."""
+        now = int(time.time())
+        pipe = self._redis.pipeline(transaction=False)
+        for session_id, hold_seconds in sessions:
+            await self._scripts.queue(
+                TouchAttached(session_id, hold_ms=int(hold_seconds * 1000), now=now), pipe
+            )
+        replies = await pipe.execute(raise_on_error=False)
+        return [reply if isinstance(reply, BaseException) else None for reply in replies]
+
     async def touch_attached(self, session_id: str, hold_seconds: float) -> None:
         await self._scripts.run(
             TouchAttached(session_id, hold_ms=int(hold_seconds * 1000), now=int(time.time()))

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline as AsyncPipeline
 
 from shared import keys
 
@@ -562,3 +563,7 @@ class AsyncScripts:
     async def run(self, call: ScriptCall[R]) -> R:
         script = self._scripts[type(call)]
         return call.parse(await script(keys=call.keys(), args=call.args()))
+
+    async def queue(self, call: ScriptCall[Any], pipe: AsyncPipeline) -> None:
+        """Add the call to a pipeline; read its reply with ``call.parse`` after ``execute``."""
+        await self._scripts[type(call)](keys=call.keys(), args=call.args(), client=pipe)

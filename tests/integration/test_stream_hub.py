@@ -246,3 +246,21 @@ def test_where_redis_refuses_client_commands_the_hub_still_delivers(
         writer.acl_deluser("no-client")
     assert_exactly(one, "one", 0, 2)
     assert_exactly(two, "two", 0, 3)
+
+
+def test_followed_sessions_are_marked_attached_in_one_round_trip(redis_url: str, writer: redis.Redis) -> None:
+    session_ids = [f"attached-{n}" for n in range(5)]
+    for session_id in session_ids:
+        open_session(writer, session_id, status="running")
+        writer.hset(keys.session_meta(session_id), "last_attached", 0)
+
+    async def renew() -> list[BaseException | None]:
+        async with running_hub(redis_url) as (_, store):
+            return await store.touch_attached_many([(s, HOLD_SECONDS) for s in [*session_ids, "gone"]])
+
+    assert asyncio.run(renew()) == [None] * 6
+    for session_id in session_ids:
+        assert writer.exists(keys.session_attached(session_id))
+        assert 0 < writer.pttl(keys.session_attached(session_id)) <= HOLD_SECONDS * 1000
+        assert int(writer.hget(keys.session_meta(session_id), "last_attached") or 0) > 0
+    assert not writer.exists(keys.session_attached("gone"))  # no mark for a session that is gone
