@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(5.0, gt=0)
     worker_name: str = ""
     worker_max_batch: int = Field(16, ge=1)
+    # Threads torch uses when the model runs on the CPU; 0: every core but one.
+    worker_torch_threads: int = Field(0, ge=0)
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.
     lease_grace_seconds: float = Field(5.0, ge=0)

@@ -25,6 +25,7 @@ from worker.media.loader import MediaLoader
 from worker.model import load_model
 from worker.presence import Presence
 from worker.rq_worker import GpuWorker, JobSlot
+from worker.threads import configure_cpu_threads
 
 log = logging.getLogger("worker")
 
@@ -57,6 +58,7 @@ def main() -> None:
     # Every job slot holds a connection in a blocking dequeue and uses more while it runs;
     # redis-py's default pool of 100 is too small for a wide batch.
     connection = sync_client(settings, max_connections=100 + 8 * settings.worker_max_batch)
+    configure_cpu_threads(settings.worker_torch_threads, settings.device_map)
     loaded = load_model(settings)
     name = settings.worker_name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     GpuWorker.lease_seconds = settings.worker_lease_seconds
