@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -21,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tests.processes import Gateway, Process, Worker, free_port, stack_env, wait_until
+from tests.processes import Gateway, Process, RedisServer, Worker, free_port, stack_env, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +30,8 @@ WORKER_READY_SECONDS = 120.0
 _P = TypeVar("_P", bound=Process)
 
 
-class AofRedis(Process):
-    """redis-server persisting every write to an append-only file, fsynced every second."""
-
-    def __init__(self, port: int, data_dir: Path, incarnation: int) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed; run scripts/bootstrap.sh")
-        self.port = port
-        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
-        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
-        super().__init__(f"soak-redis-{port}-{incarnation}", args)
-        # Answering PING, not LOADING, means the append-only file has been read back.
-        self.wait_or_stop(self._answers, 60, "redis-server")
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+# A large append-only file takes a while to read back after a restart.
+REDIS_READY_SECONDS = 60.0
 
 
 class PinnedGateway(Gateway):
@@ -95,7 +71,7 @@ class SoakStack:
 
     shape: StackShape
     data_dir: Path
-    redis: AofRedis
+    redis: RedisServer
     gateway_ports: list[int]
     gateways: list[PinnedGateway] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
@@ -123,7 +99,7 @@ class SoakStack:
         return self._starts
 
     def start_redis(self) -> None:
-        self.redis = AofRedis(self.redis.port, self.data_dir, self._next())
+        self.redis = self.redis.restarted()
 
     def start_gateway(self, slot: int) -> None:
         gateway = PinnedGateway(self.env(), self.gateway_ports[slot], f"soak-gateway{slot}-{self._next()}")
@@ -202,7 +178,9 @@ def soak_stack(shape: StackShape) -> Iterator[SoakStack]:
             shape.gateways,
             shape.workers,
         )
-        stack = SoakStack(shape, Path(data_dir), AofRedis(free_port(), Path(data_dir), 0), [])
+        stack = SoakStack(
+            shape, Path(data_dir), RedisServer(free_port(), Path(data_dir), REDIS_READY_SECONDS), []
+        )
         try:
             stack.gateway_ports = [free_port() for _ in range(shape.gateways)]
             for slot in range(shape.gateways):

@@ -89,7 +89,9 @@ class Process:
 class RedisServer(Process):
     """A redis-server on a free port; with ``data_dir``, persistent as compose runs it (AOF)."""
 
-    def __init__(self, port: int | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, data_dir: Path | None = None, ready_seconds: float = 10
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir
         binary = shutil.which("redis-server")
@@ -120,11 +122,13 @@ class RedisServer(Process):
                 *persistence,
             ],
         )
-        self.wait_or_stop(self._answers, 10, "redis-server")
+        # Answering PING, not LOADING, means the append-only file has been read back.
+        self.ready_seconds = ready_seconds
+        self.wait_or_stop(self._answers, ready_seconds, "redis-server")
 
     def restarted(self) -> RedisServer:
         """The same server started again (after ``stop``), from its own files."""
-        return RedisServer(self.port, self.data_dir)
+        return RedisServer(self.port, self.data_dir, self.ready_seconds)
 
     def _answers(self) -> bool:
         try:
