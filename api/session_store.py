@@ -16,7 +16,6 @@ from shared.session_scripts import (
     Cancel,
     Create,
     Created,
-    Fail,
     Requeue,
     Requeued,
     RequeueMode,
@@ -121,16 +120,6 @@ class SessionStore:
         )
         status = await self._scripts.run(call)
         return SessionStatus(status) if status else None
-
-    async def fail(self, session_id: str, message: str, code: str) -> bool:
-        """End an open session with an error event."""
-        call = Fail(
-            session_id,
-            message=message,
-            ttl=self._settings.sessions_ttl_seconds,
-            error_event=dumps(error_object(message, "server_error", code=code)),
-        )
-        return await self._scripts.run(call)
 
     async def requeue(
         self,
