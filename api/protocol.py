@@ -6,9 +6,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.agent_protocol import (
+    RequestTool,
+    ResponseFormat,
+    ToolChoice,
+    check_tools,
+    format_constraint,
+    thinking_budget,
+    tool_constraint,
+)
 from api.errors import BadRequest
 from api.media_parts import MediaCollector, MediaLimits
-from shared.jobs import ChatMessage, ContentPart, SamplingParams, TextPart
+from shared.jobs import ChatMessage, Constraint, ContentPart, SamplingParams, TextPart, ToolCall, ToolFunction
+from shared.settings import Settings
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
@@ -18,29 +28,17 @@ SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN)]
 # the output (user, metadata, store, service_tier, safety_identifier, prompt_cache_key,
 # ...) are ignored, as are unknown ones.
 UNSUPPORTED_FIELDS = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
-    "response_format",
-    "logprobs",
-    "top_logprobs",
     "audio",
     "modalities",
     "prediction",
-    "reasoning_effort",
     "verbosity",
     "web_search_options",
     "moderation",
 )
 # Values of those fields that ask for nothing, which clients often send explicitly.
 NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
-    "logprobs": (False,),
-    "top_logprobs": (0,),
-    "response_format": ({"type": "text"},),
-    "tools": ([],),
-    "tool_choice": ("none",),
     "modalities": (["text"],),
 }
 MAX_STOP_SEQUENCES = 16
@@ -56,10 +54,25 @@ class RequestPart(BaseModel):
     text: str | None = None
 
 
+class RequestToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str
+
+
+class RequestToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: RequestToolCallFunction
+
+
 class RequestMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[RequestPart] | None = None
+    tool_calls: list[RequestToolCall] | None = None  # assistant turns
+    tool_call_id: str | None = None  # tool turns
 
 
 class StreamOptions(BaseModel):
@@ -87,6 +100,15 @@ class ChatCompletionRequest(BaseModel):
     repetition_penalty: float | None = Field(None, gt=0.0)
     logit_bias: dict[str, float] | None = None
     n: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[RequestTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    # vLLM's name for a cap on the reasoning tokens.
+    thinking_token_budget: int | None = Field(None, ge=0)
     session_id: SessionId | None = None
     # Extension: fewer frames than MAX_VIDEO_FRAMES for every video of the request.
     max_video_frames: int | None = Field(None, ge=1)
@@ -101,11 +123,18 @@ class ChatCompletionRequest(BaseModel):
                     param=name,
                     code="unsupported_parameter",
                 )
-        if self.n is not None and self.n > 1:
+        if self.top_logprobs and not self.logprobs:
+            raise BadRequest("'top_logprobs' needs 'logprobs' set to true.", param="top_logprobs")
+        if self.tool_choice not in (None, "none", "auto") and not self.tools:
+            raise BadRequest("'tool_choice' asks for a tool call but 'tools' is empty.", param="tool_choice")
+        if (
+            self.tool_choice not in (None, "none", "auto")
+            and self.response_format is not None
+            and self.response_format.type != "text"
+        ):
             raise BadRequest(
-                "Only n=1 is supported: this server returns one choice per request.",
-                param="n",
-                code="unsupported_value",
+                "'response_format' cannot be combined with a 'tool_choice' that forces a call.",
+                param="response_format",
             )
         if self.stream_options is not None and not self.stream:
             raise BadRequest(
@@ -142,6 +171,8 @@ class ChatCompletionRequest(BaseModel):
 
 def _normalise_content(index: int, message: RequestMessage, media: MediaCollector) -> list[ContentPart]:
     if message.content is None:
+        if message.role == "assistant" and message.tool_calls:
+            return []
         raise BadRequest(f"messages[{index}].content is required.", param=f"messages[{index}].content")
     if isinstance(message.content, str):
         return [TextPart(text=message.content)]
@@ -161,10 +192,55 @@ def to_messages(request: ChatCompletionRequest, limits: MediaLimits) -> tuple[li
     """The job's messages, and the base64 payloads their inline images and videos refer to."""
     media = MediaCollector(limits, max_frames=request.max_video_frames)
     messages = []
+    call_ids: set[str] = set()
     for index, message in enumerate(request.messages):
         role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role=role, content=_normalise_content(index, message, media)))
+        calls = [
+            ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+            for call in message.tool_calls or []
+        ]
+        if calls and role != "assistant":
+            raise BadRequest(
+                f"messages[{index}]: only assistant messages carry 'tool_calls'.",
+                param=f"messages[{index}].tool_calls",
+            )
+        call_ids.update(call.id for call in calls)
+        if role == "tool" and message.tool_call_id not in call_ids:
+            raise BadRequest(
+                f"messages[{index}].tool_call_id must name a tool call of an earlier assistant "
+                f"message; got {message.tool_call_id!r}.",
+                param=f"messages[{index}].tool_call_id",
+            )
+        messages.append(
+            ChatMessage(
+                role=role,
+                content=_normalise_content(index, message, media),
+                tool_calls=calls,
+                tool_call_id=message.tool_call_id if role == "tool" else None,
+            )
+        )
     return messages, media.inline
+
+
+def to_tools(request: ChatCompletionRequest) -> tuple[list[ToolFunction], Constraint | None]:
+    """The tools the model is shown, and the constraint its answer follows (if any).
+
+    With tool_choice "none" the tools are not shown at all, so the model cannot call them.
+    """
+    functions = check_tools(request.tools or [])
+    format_rule = format_constraint(request.response_format)
+    if request.tool_choice == "none":
+        return [], format_rule
+    return functions, tool_constraint(
+        functions, request.tool_choice, request.parallel_tool_calls
+    ) or format_rule
+
+
+def check_n(request: ChatCompletionRequest, max_n: int) -> int:
+    n = request.n or 1
+    if n > max_n:
+        raise BadRequest(f"'n' is {n}, more than this server allows ({max_n}).", param="n")
+    return n
 
 
 def check_max_tokens(request: ChatCompletionRequest, cap: int) -> None:
@@ -179,16 +255,14 @@ def check_max_tokens(request: ChatCompletionRequest, cap: int) -> None:
             raise BadRequest(f"'{name}' is {value}, more than this server allows ({cap}).", param=name)
 
 
-def to_sampling(
-    request: ChatCompletionRequest, default_max_tokens: int, default_temperature: float
-) -> SamplingParams:
+def to_sampling(request: ChatCompletionRequest, settings: Settings) -> SamplingParams:
     if request.max_completion_tokens is not None:
         max_tokens, max_tokens_param = request.max_completion_tokens, "max_completion_tokens"
     elif request.max_tokens is not None:
         max_tokens, max_tokens_param = request.max_tokens, "max_tokens"
     else:
-        max_tokens, max_tokens_param = default_max_tokens, None
-    temperature = request.temperature if request.temperature is not None else default_temperature
+        max_tokens, max_tokens_param = settings.max_tokens, None
+    temperature = request.temperature if request.temperature is not None else settings.temperature
     return SamplingParams(
         max_new_tokens=max_tokens,
         max_tokens_param=max_tokens_param,
@@ -201,4 +275,7 @@ def to_sampling(
         frequency_penalty=request.frequency_penalty or 0.0,
         logit_bias={int(token): bias for token, bias in (request.logit_bias or {}).items()},
         stop=[request.stop] if isinstance(request.stop, str) else list(request.stop or []),
+        logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs or 0,
+        thinking_budget=thinking_budget(request.reasoning_effort, request.thinking_token_budget, settings),
     )

@@ -20,7 +20,14 @@ from api.completion import CompletionBuilder
 from api.deps import Services
 from api.errors import BadRequest, NotFound, NoWorker, QueueFull, from_error_event
 from api.media_parts import MediaLimits
-from api.protocol import ChatCompletionRequest, check_max_tokens, to_messages, to_sampling
+from api.protocol import (
+    ChatCompletionRequest,
+    check_max_tokens,
+    check_n,
+    to_messages,
+    to_sampling,
+    to_tools,
+)
 from api.relay import Event, follow
 from api.session_store import SessionInfo
 from shared import keys
@@ -101,8 +108,10 @@ async def open_session(
     settings = services.settings
     job_id = uuid.uuid4().hex
     check_max_tokens(request, settings.max_tokens_cap)
+    n = check_n(request, settings.max_n)
     messages, inline_media = to_messages(request, MediaLimits.from_settings(settings))
-    sampling = to_sampling(request, settings.max_tokens, settings.temperature)
+    tools, constraint = to_tools(request)
+    sampling = to_sampling(request, settings)
     if sampling.seed is None:
         # Every attempt at the session draws the same tokens: a worker that takes over
         # after another died continues exactly where the stream stopped.
@@ -115,6 +124,9 @@ async def open_session(
         sampling=sampling,
         include_usage=bool(request.stream_options and request.stream_options.include_usage),
         inline_media_key=keys.session_media(stored_id) if inline_media else None,
+        tools=tools,
+        constraint=constraint,
+        n=n,
     )
     payload = job.model_dump(mode="json")
     await _ensure_capacity(services)

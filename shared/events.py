@@ -52,6 +52,20 @@ def parse_event_id(value: str) -> tuple[str, int]:
     return session_id, int(index)
 
 
+# A session's stored token list interleaves its choices' tokens in the order they were
+# generated (what a takeover replays): each entry is choice * CHOICE_STRIDE + token id.
+CHOICE_STRIDE = 1 << 24
+
+
+def stored_token(choice: int, token: int) -> int:
+    return choice * CHOICE_STRIDE + token
+
+
+def split_stored_token(value: int) -> tuple[int, int]:
+    """(choice, token id) of a stored token entry."""
+    return divmod(value, CHOICE_STRIDE)
+
+
 def dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
@@ -77,9 +91,9 @@ def usage_of(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) 
 
 
 class ChunkWriter:
-    """Renders the ``chat.completion.chunk`` payloads of one session."""
+    """Renders the ``chat.completion.chunk`` payloads of one session (one per choice index)."""
 
-    def __init__(self, session_id: str, model: str, created: int) -> None:
+    def __init__(self, session_id: str, model: str, created: int, index: int = 0) -> None:
         self._head = {
             "id": session_id,
             "object": "chat.completion.chunk",
@@ -87,21 +101,54 @@ class ChunkWriter:
             "model": model,
             "system_fingerprint": SYSTEM_FINGERPRINT,
         }
+        self.index = index
 
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def for_choice(self, index: int) -> ChunkWriter:
+        writer = ChunkWriter.__new__(ChunkWriter)
+        writer._head, writer.index = self._head, index
+        return writer
+
+    def _chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None = None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> str:
+        choice = {
+            "index": self.index,
+            "delta": delta,
+            "logprobs": None if logprobs is None else {"content": logprobs, "refusal": None},
+            "finish_reason": finish_reason,
+        }
         return dumps({**self._head, "choices": [choice]})
 
     def role(self) -> str:
         return self._chunk({"role": "assistant", "content": ""})
 
-    def delta(self, content: str = "", reasoning: str = "") -> str:
+    def delta(
+        self, content: str = "", reasoning: str = "", logprobs: list[dict[str, Any]] | None = None
+    ) -> str:
         delta: dict[str, str] = {}
         if reasoning:
+            # Both names: SGLang and transformers clients read the first, vLLM's the second.
             delta["reasoning_content"] = reasoning
-        if content:
+            delta["reasoning"] = reasoning
+        if content or logprobs:
             delta["content"] = content
-        return self._chunk(delta)
+        return self._chunk(delta, logprobs=logprobs)
+
+    def tool_call_start(self, index: int, call_id: str, name: str) -> str:
+        """The first chunk of a streamed call: its index, id and name (OpenAI's order)."""
+        call = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self._chunk({"tool_calls": [call]})
+
+    def tool_call_arguments(self, index: int, arguments: str) -> str:
+        return self._chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})
 
     def finish(self, finish_reason: str) -> str:
         return self._chunk({}, finish_reason)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -46,11 +46,52 @@ class VideoPart(MediaPart):
 ContentPart = Annotated[TextPart | ImagePart | VideoPart, Field(discriminator="type")]
 
 
+class ToolCall(BaseModel):
+    """A function call an assistant turn of the history made (OpenAI's ``tool_calls[i]``)."""
+
+    id: str
+    name: str
+    # The arguments as the client sent them: a JSON text, rendered as it is.
+    arguments: str
+
+
 class ChatMessage(BaseModel):
     """A conversation turn, already normalised by the gateway to a list of parts."""
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: list[ContentPart]
+    tool_calls: list[ToolCall] = Field(default_factory=list)  # assistant turns only
+    tool_call_id: str | None = None  # tool turns only
+
+
+class ToolFunction(BaseModel):
+    """A function the model may call (OpenAI's ``tools[i].function``)."""
+
+    name: str
+    description: str | None = None
+    # A JSON schema of the arguments object; None accepts any object.
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    def template_form(self) -> dict[str, Any]:
+        """The tool as chat templates expect it (OpenAI's shape)."""
+        return {"type": "function", "function": self.model_dump(exclude_none=True)}
+
+
+class Constraint(BaseModel):
+    """What the answer must be, enforced token by token by a grammar.
+
+    ``json_object``: any JSON object. ``json_schema``: JSON valid against ``json_schema``.
+    ``tool_calls``: one call (or, with ``parallel``, one or more) of the ``functions``,
+    as Hermes-style ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` blocks.
+    """
+
+    kind: Literal["json_object", "json_schema", "tool_calls"]
+    json_schema: dict[str, Any] | None = None
+    functions: list[ToolFunction] = Field(default_factory=list)
+    parallel: bool = True
+    # The request field a grammar that cannot be built is reported on.
+    param: str = "response_format"
 
 
 class SamplingParams(BaseModel):
@@ -72,6 +113,11 @@ class SamplingParams(BaseModel):
     logit_bias: dict[int, float] = Field(default_factory=dict)
     # strings that end the answer (not the reasoning); never emitted
     stop: list[str] = Field(default_factory=list)
+    # Log probabilities of the answer's tokens, with this many alternatives each (0-20).
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+    # At most this many reasoning tokens; then the end of thinking is forced. None: no cap.
+    thinking_budget: int | None = Field(None, ge=0)
 
 
 class GenerationJob(BaseModel):
@@ -84,6 +130,12 @@ class GenerationJob(BaseModel):
     include_usage: bool = False
     # Redis hash of the request's inline (base64) media, read by the worker (again on a takeover).
     inline_media_key: str | None = None
+    # Tools shown to the model (rendered by the chat template); its answer's calls are parsed.
+    tools: list[ToolFunction] = Field(default_factory=list)
+    # The grammar the answer must follow (response_format, or tool_choice required / named).
+    constraint: Constraint | None = None
+    # How many choices to generate: rows that share the prompt's prefill.
+    n: int = Field(1, ge=1)
 
     def media_parts(self) -> list[ImagePart | VideoPart]:
         """The job's images and videos, in prompt order."""

@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     kv_cache_fraction: float = Field(0.9, gt=0.0, le=1.0)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_video_frames: int = Field(16, ge=1)
+    # Most choices one request may ask for (n); they share one prefill.
+    max_n: int = Field(8, ge=1)
+    # Reasoning tokens allowed by each reasoning_effort ("none" allows none).
+    thinking_budget_minimal: int = Field(128, ge=0)
+    thinking_budget_low: int = Field(1024, ge=0)
+    thinking_budget_medium: int = Field(4096, ge=0)
+    thinking_budget_high: int = Field(16384, ge=0)
+    # Written before a forced end of thinking (Qwen's recommendation), so that the answer
+    # follows from the reasoning cut short; empty: the end of thinking alone.
+    thinking_budget_closing: str = (
+        "\n\nConsidering the limited time by the user, I have to give the solution "
+        "based on the thinking directly now.\n"
+    )
 
     # Queue, sessions and liveness
     redis_url: str = "redis://localhost:6379/0"

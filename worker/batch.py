@@ -46,8 +46,10 @@ class PaddedBatch:
     def columns(self) -> int:
         return 0 if self.attention_mask is None else self.attention_mask.shape[1]
 
-    def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
-        """Append a prefilled single-sequence cache as the last row; all or nothing.
+    def add(self, cache: DynamicCache, length: int, device: torch.device, copies: int = 1) -> None:
+        """Append a prefilled single-sequence cache as the last row(s); all or nothing.
+
+        ``copies`` rows share the prefill (the choices of one request): each gets its copy.
 
         The layers are joined one at a time, each replacing its old tensors at once, so
         the memory this needs beyond the batch is one layer's, not the whole cache twice.
@@ -55,7 +57,14 @@ class PaddedBatch:
         back to their old rows and columns (views, which allocate nothing): the batch is
         left exactly as it was and the caller fails only the new sequence.
         """
-        mask = torch.ones(1, length, dtype=torch.long, device=device)
+        mask = torch.ones(copies, length, dtype=torch.long, device=device)
+        if copies > 1:
+            for new_layer in dynamic_layers(cache):
+                keys, values = _tensors(new_layer)
+                new_layer.keys, new_layer.values = (
+                    keys.repeat(copies, 1, 1, 1),
+                    values.repeat(copies, 1, 1, 1),
+                )
         if self.cache is None or self.attention_mask is None:
             self.cache, self.attention_mask = cache, mask
             return

@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -29,10 +30,11 @@ import torch
 from shared.session_scripts import SyncScripts
 from worker.batch import PaddedBatch
 from worker.errors import GenerationFailed
+from worker.grammar import new_bitmask
 from worker.model import LoadedModel
-from worker.sampler import sample_next
+from worker.sampler import sample_batch
 from worker.sequence import Outcome, Sequence
-from worker.session_writer import flush_together
+from worker.session_writer import SessionWriter, flush_together
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,11 @@ def public_failure(error: BaseException) -> GenerationFailed:
     return GenerationFailed("out_of_memory" if out_of_memory else "generation_failed")
 
 
+def writers_of(sequences: Iterable[Sequence]) -> list[SessionWriter]:
+    """Each session's writer once (a request's choices share theirs)."""
+    return list({id(s.writer): s.writer for s in sequences}.values())
+
+
 class Engine:
     def __init__(
         self,
@@ -67,10 +74,10 @@ class Engine:
         self._outage_tolerance = outage_tolerance_seconds
         self._max_batch = max_batch
         self._kv = loaded.kv
-        # Handed in by the jobs' threads...
-        self._pending: queue.Queue[Sequence] = queue.Queue()
+        # Handed in by the jobs' threads (a request's choices together)...
+        self._pending: queue.Queue[list[Sequence]] = queue.Queue()
         # ...then held by the engine, in arrival order, until there is room in the batch.
-        self._waiting: deque[Sequence] = deque()
+        self._waiting: deque[list[Sequence]] = deque()
         self._next_waiting_check = 0.0
         self._stopped = threading.Event()
         self._handing_over = threading.Event()
@@ -94,24 +101,32 @@ class Engine:
         self._handing_over.set()
 
     def run(self, sequence: Sequence) -> Outcome | None:
-        """Decode a sequence to its end (called from a job's thread, which waits).
+        """Decode one sequence to its end (called from a job's thread, which waits).
 
         None: the sequence left without an end of its own (``sequence.interrupted`` says why).
         """
+        return sequence.outcome() if self.run_group([sequence]) else None
+
+    def run_group(self, group: list[Sequence]) -> bool:
+        """Decode a request's choices to their ends; they share the prompt's prefill.
+
+        False: they left without an end of their own (``interrupted`` says why).
+        """
         if self._handing_over.is_set():
-            sequence.interrupt(HANDOVER)
-            return None
-        self._pending.put(sequence)
-        # Wait in short slices: RQ's job timeout is raised in this thread between them
-        # (an untimed wait could not be interrupted); the job then fails its session,
-        # whose cancel flag takes the sequence out of the batch.
-        while not sequence.done.wait(WAIT_SLICE_SECONDS):
-            pass
-        if sequence.error is not None:
-            raise sequence.error
-        if sequence.interrupted is not None:
-            return None
-        return sequence.outcome()
+            for sequence in group:
+                sequence.interrupt(HANDOVER)
+            return False
+        self._pending.put(group)
+        for sequence in group:
+            # Wait in short slices: RQ's job timeout is raised in this thread between them
+            # (an untimed wait could not be interrupted); the job then fails its session,
+            # whose cancel flag takes the sequences out of the batch.
+            while not sequence.done.wait(WAIT_SLICE_SECONDS):
+                pass
+        for sequence in group:
+            if sequence.error is not None:
+                raise sequence.error
+        return all(sequence.interrupted is None for sequence in group)
 
     def _run(self) -> None:
         with torch.inference_mode():
@@ -141,7 +156,8 @@ class Engine:
         self._batch = PaddedBatch()
         self._take_pending(block=False)
         while self._waiting:
-            self._waiting.popleft().interrupt(why)
+            for sequence in self._waiting.popleft():
+                sequence.interrupt(why)
 
     def _take_pending(self, block: bool) -> None:
         """Move what the jobs handed in to the waiting line (waiting a little for one if asked)."""
@@ -156,30 +172,31 @@ class Engine:
         """Prefill waiting sequences, in order, while the batch has room; true if any joined."""
         self._take_pending(block=not self._active and not self._waiting)
         admitted = False
-        while self._waiting and len(self._active) < self._max_batch:
-            sequence = self._waiting[0]
+        while self._waiting:
+            group = self._waiting[0]
             # Alone it always goes in: the verdict refused what cannot fit even then.
-            if self._active and not self._has_room_for(sequence):
+            if self._active and not self._has_room_for(group):
                 break
             self._waiting.popleft()
             try:
-                self._prefill(sequence)
-            except Exception as error:  # this sequence alone fails; the batch is untouched
-                log.exception("prefill failed for session %s", sequence.writer.session_id)
-                sequence.fail(public_failure(error))
+                self._prefill(group)
+            except Exception as error:  # this request alone fails; the batch is untouched
+                log.exception("prefill failed for session %s", group[0].writer.session_id)
+                for sequence in group:
+                    sequence.fail(public_failure(error))
                 continue
-            self._active.append(sequence)
             admitted = True
         return admitted
 
-    def _has_room_for(self, sequence: Sequence) -> bool:
-        """Whether the batch, with this sequence, fits in the KV budget at its longest.
+    def _has_room_for(self, group: list[Sequence]) -> bool:
+        """Whether the batch, with these rows, stays within MAX_BATCH and the KV budget.
 
         The batch is left-padded, so it costs rows x its longest row; rows are counted at
         their full length (prompt and completion budget), which they may all reach.
         """
-        longest = max(max(s.reserved_tokens for s in self._active), sequence.reserved_tokens)
-        return self._kv.fits(len(self._active) + 1, longest)
+        rows = len(self._active) + len(group)
+        longest = max(s.reserved_tokens for s in self._active + group)
+        return rows <= self._max_batch and self._kv.fits(rows, longest)
 
     def _check_waiting(self) -> None:
         """Let sequences waiting for room leave as soon as they are cancelled or lost.
@@ -192,14 +209,15 @@ class Engine:
             return
         self._next_waiting_check = now + WAITING_CHECK_SECONDS
         waiting = list(self._waiting)
-        flush_together(self._redis, self._scripts, [s.writer for s in waiting], self._outage_tolerance)
-        for sequence in waiting:
-            if sequence.writer.lost:
-                sequence.interrupt(LOST)
-            elif sequence.writer.cancel_requested:
-                sequence.cancel()
-                sequence.done.set()
-        self._waiting = deque(s for s in waiting if not s.finished)
+        flush_together(self._redis, self._scripts, writers_of(g[0] for g in waiting), self._outage_tolerance)
+        for group in waiting:
+            for sequence in group:
+                if sequence.writer.lost:
+                    sequence.interrupt(LOST)
+                elif sequence.writer.cancel_requested:
+                    sequence.cancel()
+                    sequence.done.set()
+        self._waiting = deque(g for g in waiting if not all(s.finished for s in g))
 
     def _prefill_positions(self, inputs: Any) -> torch.Tensor:
         """3D rotary positions of the prompt (text, or text with images and video)."""
@@ -216,16 +234,51 @@ class Engine:
         length = input_ids.shape[1]
         return torch.arange(length, device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
 
-    def _prefill(self, sequence: Sequence) -> None:
-        inputs = sequence.inputs
+    def _prefill(self, group: list[Sequence]) -> None:
+        """Prefill a request's rows and add them to the batch.
+
+        Fresh choices share one prefill: its cache is copied into one row per choice. Rows
+        that continue an earlier attempt have histories of their own, and are prefilled
+        one by one.
+        """
+        if len(group) == 1 or all(not s.generated for s in group):
+            self._prefill_rows(group)
+        else:
+            for sequence in group:
+                self._prefill_rows([sequence])
+
+    def _prefill_rows(self, rows: list[Sequence]) -> None:
+        inputs = rows[0].inputs
         positions = self._prefill_positions(inputs)
         output = self._loaded.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        sequence.next_position = int(positions.max()) + 1
-        sequence.inputs = None  # pixel data is no longer needed
+        for sequence in rows:
+            sequence.next_position = int(positions.max()) + 1
+            sequence.inputs = None  # pixel data is no longer needed
         # A sequence that continues an earlier attempt already has tokens: they are its history.
-        token = sample_next(output.logits[:, -1], [sequence.sampling], [sequence.generated])[0]
-        sequence.accept(token)
-        self._batch.add(output.past_key_values, positions.shape[-1], self._loaded.device)
+        self._sample(output.logits[:, -1].repeat(len(rows), 1), rows)
+        self._batch.add(output.past_key_values, positions.shape[-1], self._loaded.device, copies=len(rows))
+        self._active.extend(rows)
+
+    def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
+        """Draw each row's next token, within its mask, and hand it to its sequence."""
+        bitmask, masked = None, []
+        for row, sequence in enumerate(sequences):
+            if sequence.steering is None:
+                continue
+            if bitmask is None:
+                bitmask = new_bitmask(len(sequences), logits.shape[-1])
+            if sequence.steering.restrict(bitmask, row, sequence.parser):
+                masked.append(row)
+        sampled = sample_batch(
+            logits,
+            [s.sampling for s in sequences],
+            [s.generated for s in sequences],
+            bitmask=bitmask,
+            masked_rows=masked,
+            logprob_rows={row: s.top_logprobs for row, s in enumerate(sequences) if s.wants_logprobs},
+        )
+        for row, (sequence, token) in enumerate(zip(sequences, sampled.tokens, strict=True)):
+            sequence.accept(token, sampled.logprobs.get(row))
 
     def _decode_step(self) -> None:
         device = self._loaded.device
@@ -240,15 +293,12 @@ class Engine:
             use_cache=True,
             logits_to_keep=1,
         )
-        next_tokens = sample_next(
-            output.logits[:, -1], [s.sampling for s in sequences], [s.generated for s in sequences]
-        )
-        for sequence, token in zip(sequences, next_tokens, strict=True):
+        for sequence in sequences:
             sequence.next_position += 1
-            sequence.accept(token)
+        self._sample(output.logits[:, -1], sequences)
 
     def _flush_and_retire(self) -> None:
-        flush_together(self._redis, self._scripts, [s.writer for s in self._active], self._outage_tolerance)
+        flush_together(self._redis, self._scripts, writers_of(self._active), self._outage_tolerance)
         for sequence in self._active:
             if sequence.writer.lost:
                 sequence.interrupt(LOST)

@@ -29,11 +29,11 @@ from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, Sync
 from shared.settings import Settings
 from worker.engine import HANDOVER, Engine
 from worker.errors import GenerationFailed, InvalidRequest
-from worker.generation import build_sequence, continue_after
+from worker.generation import build_sequences, continue_after
 from worker.media.loader import MediaLoader
 from worker.model import LoadedModel
 from worker.presence import Presence
-from worker.sequence import Outcome, Sequence
+from worker.sequence import Sequence, combined
 from worker.session_writer import SessionLost, SessionWriter
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,13 @@ def _attempt(
             started.attempt,
             len(started.tokens),
         )
-    sequence = _prepare(runtime, job, writer, resumed)
-    if sequence is None:
+    group = _prepare(runtime, job, writer, resumed)
+    if group is None:
         return {"status": "failed"}
-    writer.emit(writer.chunks.role())
+    for sequence in group:
+        writer.emit(sequence.chunks.role())
     if resumed:
-        continue_after(sequence, started.tokens)
+        continue_after(group, started.tokens)
         if len(writer.events) != started.event_count:
             log.error(
                 "session %s: replaying %d tokens gave %d events, the stream has %d",
@@ -140,24 +141,24 @@ def _attempt(
         writer.mark_written()
     else:
         writer.flush()
-    outcome = sequence.outcome() if sequence.finished else runtime.engine.run(sequence)
-    if outcome is None:
-        if sequence.interrupted == HANDOVER:
+    running = [sequence for sequence in group if not sequence.finished]
+    if running and not runtime.engine.run_group(running):
+        if any(sequence.interrupted == HANDOVER for sequence in running):
             writer.flush()
             return {"status": hand_over(runtime, job, payload, job_id)}
         raise SessionLost(job.session_id)
-    return _finish(job, writer, outcome)
+    return _finish(job, writer, group)
 
 
 def _prepare(
     runtime: WorkerRuntime, job: GenerationJob, writer: SessionWriter, resumed: bool
-) -> Sequence | None:
-    """The sequence to decode, or None when the request was refused (its session failed)."""
+) -> list[Sequence] | None:
+    """The sequences to decode (one per choice), or None when the request was refused."""
     try:
         # Fetching and decoding run in this job's thread, alongside the engine's steps.
         media = runtime.media.load(job)
         with runtime.prepare_lock:
-            return build_sequence(runtime.loaded, job, writer, media)
+            return build_sequences(runtime.loaded, job, writer, media)
     except InvalidRequest as error:
         log.info("session %s refused: %s", job.session_id, error)
         if resumed:
@@ -169,8 +170,12 @@ def _prepare(
         return None
 
 
-def _finish(job: GenerationJob, writer: SessionWriter, outcome: Outcome) -> dict[str, Any]:
-    final_events = [writer.chunks.finish(outcome.finish_reason)]
+def _finish(job: GenerationJob, writer: SessionWriter, group: list[Sequence]) -> dict[str, Any]:
+    outcomes = [sequence.outcome() for sequence in group]
+    final_events = [
+        sequence.chunks.finish(o.finish_reason) for sequence, o in zip(group, outcomes, strict=True)
+    ]
+    outcome = combined(outcomes)
     if job.include_usage:
         final_events.append(writer.chunks.usage(outcome.usage))
     writer.finish(outcome.status, outcome.finish_reason, outcome.usage, final_events)

@@ -10,8 +10,11 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
+from worker.grammar import Grammars
 from worker.kv_budget import KvBudget
 from worker.reasoning import THINK_END, THINK_START
+from worker.steering import ThinkingEnd
+from worker.token_text import TokenTexts
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,9 @@ class LoadedModel:
     max_model_len: int  # MAX_MODEL_LEN, or the model's own maximum when lower
     vocab_size: int  # token ids a request may name (logit_bias): those of the tokenizer
     kv: KvBudget
+    grammars: Grammars
+    token_texts: TokenTexts  # of the decoder: used in the engine thread
+    thinking_end: ThinkingEnd
 
     @property
     def device(self) -> torch.device:
@@ -53,6 +59,15 @@ def _eos_ids(config: GenerationConfig, tokenizer: Any) -> frozenset[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return frozenset(ids)
+
+
+def thinking_end(tokenizer: Any, closing: str) -> ThinkingEnd:
+    separator = tuple(tokenizer.encode("\n\n", add_special_tokens=False))
+    return ThinkingEnd(
+        closing=tuple(tokenizer.encode(closing, add_special_tokens=False)) if closing else (),
+        end=(tokenizer.convert_tokens_to_ids(THINK_END), *separator),
+        separator=separator,
+    )
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -81,17 +96,22 @@ def load_model(settings: Settings) -> LoadedModel:
             kv.capacity_tokens,
             max_model_len,
         )
+    eos_token_ids = _eos_ids(generation_config, tokenizer)
+    logits_width = int(text_config.vocab_size)
     return LoadedModel(
         model=model,
         processor=processor,
         tokenizer=tokenizer,
         decoder=decoder,
         generation_config=generation_config,
-        eos_token_ids=_eos_ids(generation_config, tokenizer),
+        eos_token_ids=eos_token_ids,
         think_start_id=tokenizer.convert_tokens_to_ids(THINK_START),
         think_end_id=tokenizer.convert_tokens_to_ids(THINK_END),
         im_start_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
         max_model_len=max_model_len,
         vocab_size=min(len(tokenizer), int(text_config.vocab_size)),
         kv=kv,
+        grammars=Grammars(tokenizer, logits_width, eos_token_ids),
+        token_texts=TokenTexts(decoder),
+        thinking_end=thinking_end(tokenizer, settings.thinking_budget_closing),
     )

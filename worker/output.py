@@ -16,15 +16,33 @@ that way (``push_many``), dropping the text it returns, which was already emitte
 
 from __future__ import annotations
 
-from worker.reasoning import ReasoningSplitter, TextDelta
+from worker.reasoning import Phase, ReasoningSplitter, TextDelta
 from worker.stop import StopMatcher
+from worker.tool_calls import ToolCallExtractor
 
 
 class OutputParser:
-    def __init__(self, splitter: ReasoningSplitter, stops: list[str]) -> None:
+    def __init__(
+        self, splitter: ReasoningSplitter, stops: list[str], tool_calls: ToolCallExtractor | None = None
+    ) -> None:
         self._splitter = splitter
         self._stops = StopMatcher(stops)
+        # Tool calls are taken out of the answer before stop strings are looked for.
+        self._tools = tool_calls
         self.stopped_on: str | None = None  # the stop string that ended the answer
+
+    @property
+    def in_reasoning(self) -> bool:
+        return self._splitter.in_reasoning
+
+    @property
+    def in_answer(self) -> bool:
+        """Whether the next token belongs to the answer (the thinking block is closed, or none opened)."""
+        return self._splitter.phase is not Phase.REASONING
+
+    @property
+    def made_tool_calls(self) -> bool:
+        return bool(self._tools and self._tools.calls)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -54,6 +72,9 @@ class OutputParser:
         if self.stopped:
             return TextDelta()
         delta = self._cut(self._splitter.flush())
+        if self.stopped or self._tools is None:
+            return delta if self.stopped else delta + TextDelta(content=self._stops.flush())
+        delta += self._scan_stops(self._tools.flush())
         if self.stopped:
             return delta
         return delta + TextDelta(content=self._stops.flush())
@@ -61,6 +82,14 @@ class OutputParser:
     def _cut(self, delta: TextDelta) -> TextDelta:
         if not delta.content:
             return delta
-        scan = self._stops.push(delta.content)
+        if self._tools is None:
+            return TextDelta(delta.reasoning) + self._scan_stops(delta.content)
+        text, calls = self._tools.push(delta.content)
+        return TextDelta(delta.reasoning, tool_calls=tuple(calls)) + self._scan_stops(text)
+
+    def _scan_stops(self, text: str) -> TextDelta:
+        if not text:
+            return TextDelta()
+        scan = self._stops.push(text)
         self.stopped_on = scan.stop
-        return TextDelta(delta.reasoning, scan.text)
+        return TextDelta(content=scan.text)

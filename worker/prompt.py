@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers.video_utils import VideoMetadata
 
-from shared.jobs import ChatMessage, TextPart
+from shared.jobs import ChatMessage, TextPart, ToolFunction
 from worker.errors import InvalidRequest
 from worker.media.loader import Media
 from worker.media.video import VideoClip
@@ -29,7 +29,19 @@ def template_messages(messages: list[ChatMessage], media: list[Media]) -> list[d
                 content.append({"type": "text", "text": part.text})
             else:
                 content.append({"type": part.type, part.type: _pixels(next(decoded))})
-        result.append({"role": message.role, "content": content})
+        turn: dict[str, Any] = {"role": message.role, "content": content}
+        if message.tool_calls:
+            turn["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in message.tool_calls
+            ]
+        if message.tool_call_id is not None:
+            turn["tool_call_id"] = message.tool_call_id
+        result.append(turn)
     return result
 
 
@@ -63,11 +75,17 @@ def processor_kwargs(media: list[Media]) -> dict[str, Any]:
     }
 
 
-def build_inputs(loaded: LoadedModel, messages: list[ChatMessage], media: list[Media] | None = None) -> Any:
+def build_inputs(
+    loaded: LoadedModel,
+    messages: list[ChatMessage],
+    media: list[Media] | None = None,
+    tools: list[ToolFunction] | None = None,
+) -> Any:
     media = media or []
     try:
         inputs = loaded.processor.apply_chat_template(
             template_messages(messages, media),
+            tools=[tool.template_form() for tool in tools] if tools else None,
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,

@@ -17,6 +17,7 @@ from enum import Enum
 
 from worker.detokenizer import Decoder, IncrementalDetokenizer
 from worker.stop import StopMatcher
+from worker.tool_calls import ParsedCall
 
 THINK_START = "<think>"
 THINK_END = "</think>"
@@ -26,12 +27,17 @@ THINK_END = "</think>"
 class TextDelta:
     reasoning: str = ""
     content: str = ""
+    tool_calls: tuple[ParsedCall, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.reasoning or self.content)
+        return bool(self.reasoning or self.content or self.tool_calls)
 
     def __add__(self, other: TextDelta) -> TextDelta:
-        return TextDelta(self.reasoning + other.reasoning, self.content + other.content)
+        return TextDelta(
+            self.reasoning + other.reasoning,
+            self.content + other.content,
+            self.tool_calls + other.tool_calls,
+        )
 
 
 class Phase(Enum):

@@ -29,12 +29,16 @@ from dataclasses import dataclass, field
 import torch
 
 from shared.jobs import SamplingParams
+from worker.grammar import apply_bitmask
 from worker.sampling import apply_penalties, token_counts
 
 # Uniform numbers are multiples of 2**-24: float32 holds each of them exactly, so a draw
 # does not depend on the device's rounding of the conversion.
 UNIFORM_BITS = 24
 UNIFORM_STEPS = 1 << UNIFORM_BITS
+
+# What a forbidden token's log probability is reported as (JSON has no -inf).
+LOWEST_LOGPROB = -9999.0
 
 _unseeded = random.Random()  # seeded by the OS; nothing else draws from it
 
@@ -234,12 +238,47 @@ def _sample_group(
     return _draw_truncated(logits, rows, width, drawn)
 
 
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """A sampled token's log probability, and the best alternatives (token id, logprob)."""
+
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Sampled:
+    tokens: list[int]
+    logprobs: dict[int, TokenLogprobs]  # by row, for the rows that asked
+
+
 def sample_next(
     logits: torch.Tensor,
     rows: list[RowSampling],
     histories: Sequence[Sequence[int]],
     indices: Sequence[int] | None = None,
 ) -> list[int]:
+    """The next token id of each row of ``logits``; see ``sample_batch``."""
+    return sample_batch(logits, rows, histories, indices).tokens
+
+
+def _log_probs(logits: torch.Tensor, rows: list[RowSampling], asked: Sequence[int]) -> torch.Tensor:
+    """log softmax of the asking rows' logits after temperature (greedy rows: unscaled)."""
+    chosen = logits.index_select(0, torch.tensor(list(asked), device=logits.device))
+    temperatures = [rows[i].temperature if rows[i].temperature > 0 else 1.0 for i in asked]
+    chosen.div_(torch.tensor(temperatures, device=logits.device).unsqueeze(1))
+    return torch.log_softmax(chosen, dim=-1)
+
+
+def sample_batch(
+    logits: torch.Tensor,
+    rows: list[RowSampling],
+    histories: Sequence[Sequence[int]],
+    indices: Sequence[int] | None = None,
+    bitmask: torch.Tensor | None = None,
+    masked_rows: Sequence[int] = (),
+    logprob_rows: dict[int, int] | None = None,
+) -> Sampled:
     """The next token id of each row of ``logits`` ([batch, vocab]), which it overwrites.
 
     ``histories[i]`` holds the tokens row ``i`` generated so far (for the penalties), and
@@ -250,6 +289,12 @@ def sample_next(
     logits and history gives the same token in any batch, in any process, and whatever was
     sampled before, which is how a sequence resumed at token ``i`` after a failover
     continues exactly as it would have. Greedy rows take the argmax.
+
+    ``bitmask`` rows (one per batch row, 32 tokens per int32) restrict ``masked_rows`` to
+    the tokens their grammar allows, after bias and penalties. ``logprob_rows`` maps a row to
+    how many alternatives it wants; its log probabilities are those of the distribution
+    after bias, penalties, the grammar mask and temperature, before top-k and top-p (the
+    logits vLLM's samplers report as processed).
     """
     # The adjustments and the sampling below work in place: copying [batch, vocab] logits
     # costs as much as sampling them.
@@ -258,6 +303,10 @@ def sample_next(
         indices = [len(history) for history in histories]
     if any(row.penalised or row.logit_bias for row in rows):
         _adjust(logits, rows, histories)
+    if bitmask is not None and masked_rows:
+        apply_bitmask(logits, bitmask, list(masked_rows))
+    asked = sorted(logprob_rows or {})
+    log_probs = _log_probs(logits, rows, asked) if asked else None
     vocab = logits.shape[1]
     groups: dict[tuple[str, int], list[int]] = {}
     for position, row in enumerate(rows):
@@ -276,4 +325,30 @@ def sample_next(
                 [rows[i] for i in members],
                 [uniforms[i] for i in members],
             )
-    return [int(token) for token in tokens.tolist()]
+    picked = [int(token) for token in tokens.tolist()]
+    return Sampled(picked, _logprobs_of(log_probs, asked, picked, logprob_rows or {}))
+
+
+def _logprobs_of(
+    log_probs: torch.Tensor | None, asked: list[int], picked: list[int], wanted: dict[int, int]
+) -> dict[int, TokenLogprobs]:
+    if log_probs is None:
+        return {}
+    width = max(wanted[row] for row in asked)
+    top_values, top_ids = log_probs.topk(width, dim=-1) if width else (log_probs[:, :0], log_probs[:, :0])
+    chosen = log_probs.gather(1, torch.tensor([[picked[row]] for row in asked], device=log_probs.device))
+    result = {}
+    for position, row in enumerate(asked):
+        count = wanted[row]
+        top = list(
+            zip(top_ids[position, :count].tolist(), top_values[position, :count].tolist(), strict=True)
+        )
+        result[row] = TokenLogprobs(
+            _finite(chosen[position, 0].item()), [(int(i), _finite(v)) for i, v in top]
+        )
+    return result
+
+
+def _finite(value: float) -> float:
+    """-inf (a token the grammar forbids) as OpenAI writes an impossible token: -9999.0."""
+    return max(float(value), LOWEST_LOGPROB)

@@ -16,7 +16,7 @@ from typing import TypeVar
 import redis
 
 from shared import keys
-from shared.events import ChunkWriter, dumps, error_object
+from shared.events import ChunkWriter, dumps, error_object, stored_token
 from shared.jobs import GenerationJob
 from shared.redis_retry import retry_through_outage
 from shared.session_scripts import (
@@ -66,7 +66,7 @@ class SessionWriter:
         self.session_id = job.session_id
         self.chunks = ChunkWriter(keys.client_session_id(job.session_id), job.model, job.created)
         self.events: list[str] = []  # every event of the session; the list index is its index
-        self.tokens: list[int] = []  # every token generated for it
+        self.tokens: list[int] = []  # every token generated for it (``stored_token``)
         self._written_events = 0
         self._written_tokens = 0
         self.lost = False
@@ -86,8 +86,8 @@ class SessionWriter:
     def emit(self, payload: str) -> None:
         self.events.append(payload)
 
-    def add_token(self, token: int) -> None:
-        self.tokens.append(token)
+    def add_token(self, token: int, choice: int = 0) -> None:
+        self.tokens.append(stored_token(choice, token))
 
     def mark_written(self) -> None:
         """Everything held so far is known to be in Redis (a session taken over)."""

@@ -56,30 +56,55 @@ QWEN3_VL_ADDED_TOKENS: list[tuple[str, bool]] = [
 FIRST_ADDED_TOKEN_ID = 151643
 VOCAB_SIZE = 151936
 
-# A compact version of the Thinking model's template: the same turn markers, one
-# vision placeholder per image or video, and an assistant turn opened with "<think>\n".
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string -%}"
-    "{{ message['content'] }}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}"
-    "{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'video' -%}"
-    "{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'text' -%}"
-    "{{ part['text'] }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "{{ '<|im_end|>\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{ '<|im_start|>assistant\\n<think>\\n' }}"
-    "{%- endif -%}"
-)
+# A compact version of the Thinking model's template: the same turn markers, one vision
+# placeholder per image or video, tools and tool calls written as Qwen writes them
+# (a "# Tools" system block, <tool_call> and <tool_response> blocks), and an assistant
+# turn opened with "<think>\n". Every statement trims the whitespace around it: all
+# text comes from expressions.
+CHAT_TEMPLATE = """
+{%- macro render(content) -%}
+  {%- if content is string -%}{{ content }}
+  {%- else -%}
+    {%- for part in content -%}
+      {%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}
+      {%- elif part['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}
+      {%- elif part['type'] == 'text' -%}{{ part['text'] }}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endif -%}
+{%- endmacro -%}
+{%- if tools -%}
+  {{ '<|im_start|>system\n' }}
+  {%- if messages[0]['role'] == 'system' -%}{{ render(messages[0]['content']) + '\n\n' }}{%- endif -%}
+  {{ '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}
+  {{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
+  {%- for tool in tools -%}{{ '\n' + (tool | tojson) }}{%- endfor -%}
+  {{ '\n</tools>\n\nFor each function call, return a json object with function name and arguments '
+     + 'within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, '
+     + '"arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
+{%- endif -%}
+{%- for message in messages -%}
+  {%- if message['role'] == 'system' and tools and loop.first -%}
+  {%- elif message['role'] == 'tool' -%}
+    {%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' -%}{{ '<|im_start|>user' }}{%- endif -%}
+    {{ '\n<tool_response>\n' + render(message['content']) + '\n</tool_response>' }}
+    {%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' -%}{{ '<|im_end|>\n' }}{%- endif -%}
+  {%- else -%}
+    {{ '<|im_start|>' + message['role'] + '\n' + render(message['content']) }}
+    {%- if message['role'] == 'assistant' and message['tool_calls'] -%}
+      {%- for call in message['tool_calls'] -%}
+        {%- set function = call['function'] if call['function'] is defined else call -%}
+        {%- set arguments = function['arguments'] -%}
+        {%- if not loop.first or message['content'] -%}{{ '\n' }}{%- endif -%}
+        {{ '<tool_call>\n{"name": "' + function['name'] + '", "arguments": '
+           + (arguments if arguments is string else (arguments | tojson)) + '}\n</tool_call>' }}
+      {%- endfor -%}
+    {%- endif -%}
+    {{ '<|im_end|>\n' }}
+  {%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n<think>\n' }}{%- endif -%}
+""".strip()
 
 
 def build_tokenizer():  # type: ignore[no-untyped-def]
@@ -205,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     marker = args.output_dir / "model.safetensors"
     if marker.exists() and not args.force:
+        template = args.output_dir / "chat_template.jinja"
+        if not template.exists() or template.read_text() != CHAT_TEMPLATE:
+            # The weights do not depend on it: a newer template is written in place.
+            template.write_text(CHAT_TEMPLATE)
+            print(f"tiny checkpoint at {args.output_dir}: chat template updated")
+            return 0
         print(f"tiny checkpoint already at {args.output_dir}")
         return 0
     print(f"tiny checkpoint written to {build(args.output_dir)}")

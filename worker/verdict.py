@@ -70,7 +70,13 @@ def prepare(loaded: LoadedModel, job: GenerationJob, media: list[Media] | None =
     can join the batch, at the latest once it runs alone.
     """
     check_logit_bias(loaded, job.sampling)
-    inputs = build_inputs(loaded, job.messages, media)
+    inputs = build_inputs(loaded, job.messages, media, job.tools)
     prompt_ids: list[int] = inputs["input_ids"][0].tolist()
     budget = completion_budget(loaded.max_context_tokens, len(prompt_ids), job.sampling)
+    if job.n > 1 and not loaded.kv.fits(job.n, len(prompt_ids) + budget):
+        raise InvalidRequest(
+            f"{job.n} choices of {len(prompt_ids) + budget} tokens each (prompt and completion) do "
+            "not fit this worker's KV cache together; ask for fewer choices or fewer tokens.",
+            param="n",
+        )
     return PreparedPrompt(inputs, prompt_ids, budget)

@@ -303,13 +303,13 @@ class FailingJoin(PaddedBatch):
         super().__init__()
         self.joins, self.fail_at = 0, fail_at
 
-    def add(self, cache: DynamicCache, length: int, device: torch.device) -> None:
+    def add(self, cache: DynamicCache, length: int, device: torch.device, copies: int = 1) -> None:
         self.joins += 1
         if self.joins == self.fail_at:
             last = dynamic_layers(cache)[-1]
             assert last.keys is not None
             last.keys = last.keys[:, :1]  # one KV head too few: the last layer cannot join
-        super().add(cache, length, device)
+        super().add(cache, length, device, copies)
 
 
 def test_a_failed_join_fails_only_the_joining_request(

@@ -40,9 +40,14 @@ def test_chunks_have_the_openai_shape() -> None:
     assert role["created"] == 123 and role["model"] == "model-x"
     assert role["choices"][0]["delta"]["role"] == "assistant"
     delta = json.loads(chunks.delta(content="hi", reasoning="hmm"))["choices"][0]["delta"]
-    assert delta == {"reasoning_content": "hmm", "content": "hi"}
+    assert delta == {"reasoning_content": "hmm", "reasoning": "hmm", "content": "hi"}
     finish = json.loads(chunks.finish("cancelled"))["choices"][0]
     assert finish["finish_reason"] == "cancelled" and finish["delta"] == {}
+    second = json.loads(chunks.for_choice(2).tool_call_start(0, "call_x", "f"))["choices"][0]
+    assert second["index"] == 2
+    assert second["delta"]["tool_calls"] == [
+        {"index": 0, "id": "call_x", "type": "function", "function": {"name": "f", "arguments": ""}}
+    ]
     usage = json.loads(chunks.usage(usage_of(3, 4, 2)))
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
     assert usage["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}

@@ -7,7 +7,9 @@ from api.errors import BadRequest
 from api.media_parts import MediaLimits
 from api.protocol import ChatCompletionRequest, check_max_tokens, to_messages, to_sampling
 from shared.jobs import TextPart
+from shared.settings import Settings
 
+SETTINGS = Settings(max_tokens=256, temperature=0.7)
 LIMITS = MediaLimits(max_items=4, max_image_bytes=1000, max_video_bytes=2000)
 
 
@@ -31,16 +33,16 @@ def test_string_and_part_contents_become_text_parts() -> None:
 
 
 def test_sampling_defaults_and_precedence() -> None:
-    sampling = to_sampling(request(), default_max_tokens=256, default_temperature=0.7)
+    sampling = to_sampling(request(), SETTINGS)
     assert sampling.max_new_tokens == 256 and sampling.temperature == 0.7
     assert sampling.max_tokens_param is None
     assert sampling.top_p is None and sampling.top_k is None and sampling.repetition_penalty is None
     assert sampling.presence_penalty == sampling.frequency_penalty == 0.0
     assert sampling.stop == [] and sampling.logit_bias == {}
-    both = to_sampling(request(max_tokens=10, max_completion_tokens=20, temperature=0), 256, 0.7)
+    both = to_sampling(request(max_tokens=10, max_completion_tokens=20, temperature=0), SETTINGS)
     assert both.max_new_tokens == 20 and both.temperature == 0
     assert both.max_tokens_param == "max_completion_tokens"
-    assert to_sampling(request(max_tokens=10), 256, 0.7).max_tokens_param == "max_tokens"
+    assert to_sampling(request(max_tokens=10), SETTINGS).max_tokens_param == "max_tokens"
 
 
 def test_openai_sampling_fields_reach_the_job() -> None:
@@ -55,26 +57,22 @@ def test_openai_sampling_fields_reach_the_job() -> None:
             top_p=0.5,
             repetition_penalty=1.1,
         ),
-        256,
-        0.7,
+        SETTINGS,
     )
     assert sampling.stop == ["END"]
     assert (sampling.presence_penalty, sampling.frequency_penalty) == (1.5, -0.5)
     assert sampling.logit_bias == {151668: 100.0, 13: -7.5}
     assert (sampling.seed, sampling.top_k, sampling.top_p) == (2**64 - 1, 0, 0.5)
     assert sampling.repetition_penalty == 1.1
-    assert to_sampling(request(stop=["a", "b"]), 256, 0.7).stop == ["a", "b"]
+    assert to_sampling(request(stop=["a", "b"]), SETTINGS).stop == ["a", "b"]
 
 
 @pytest.mark.parametrize(
     "field",
     [
-        {"response_format": {"type": "json_object"}},
-        {"tool_choice": "auto"},
-        {"logprobs": True},
+        {"functions": [{"name": "f"}]},
+        {"tool_choice": "required"},
         {"top_logprobs": 2},
-        {"reasoning_effort": "low"},
-        {"n": 2},
         {"stream_options": {"include_usage": True}},
         {"stop": ""},
         {"stop": ["x"] * 17},
@@ -112,6 +110,11 @@ def test_out_of_range_values_are_refused(field: dict[str, object]) -> None:
         {"stop": None},
         {"logit_bias": {}},
         {"n": 1},
+        {"n": 3},
+        {"tool_choice": "auto"},
+        {"logprobs": True, "top_logprobs": 2},
+        {"reasoning_effort": "low"},
+        {"response_format": {"type": "json_object"}},
         {"stream": True, "stream_options": {"include_usage": True}},
     ],
 )
