@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from api.errors import BadRequest
 from api.media_parts import MediaLimits
-from api.protocol import ChatCompletionRequest, check_max_tokens, to_messages, to_sampling
+from api.protocol import ChatCompletionRequest, check_max_tokens, check_n, to_messages, to_sampling, to_tools
 from shared.jobs import TextPart
 from shared.settings import Settings
 
@@ -128,3 +128,96 @@ def test_a_completion_budget_over_the_cap_is_refused_naming_the_field(field: str
     with pytest.raises(BadRequest) as raised:
         check_max_tokens(request(**{field: 1001}), cap=1000)
     assert raised.value.param == field and "1000" in raised.value.message
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+}
+
+
+def test_a_tool_history_becomes_tool_turns() -> None:
+    parsed = request(
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "sunny"}]},
+        ],
+        tools=[WEATHER_TOOL],
+    )
+    messages, _ = to_messages(parsed, LIMITS)
+    assert [m.role for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1].content == [] and messages[1].tool_calls[0].arguments == '{"city": "Paris"}'
+    assert messages[2].tool_call_id == "call_1"
+    tools, constraint = to_tools(parsed)
+    assert [t.name for t in tools] == ["get_weather"] and constraint is None
+
+
+def test_a_tool_message_must_answer_an_earlier_call() -> None:
+    parsed = request(
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_2", "content": "sunny"},
+        ]
+    )
+    with pytest.raises(BadRequest) as raised:
+        to_messages(parsed, LIMITS)
+    assert raised.value.param == "messages[2].tool_call_id"
+
+
+def test_tool_choice_picks_the_constraint() -> None:
+    named = request(
+        tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}
+    )
+    _, constraint = to_tools(named)
+    assert constraint is not None and constraint.kind == "tool_calls" and not constraint.parallel
+    required = request(tools=[WEATHER_TOOL], tool_choice="required", parallel_tool_calls=False)
+    assert to_tools(required)[1] == constraint.model_copy(update={"parallel": False})
+    assert to_tools(request(tools=[WEATHER_TOOL], tool_choice="none")) == ([], None)
+    schema = {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}}}
+    _, from_format = to_tools(request(response_format=schema))
+    assert from_format is not None and from_format.json_schema == {"type": "object"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice",
+        ),
+        ({"tools": [{"type": "retrieval", "function": {"name": "x"}}]}, "tools[0].type"),
+        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools[1].function.name"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    ],
+)
+def test_bad_agent_fields_are_refused_naming_them(fields: dict[str, object], param: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        to_tools(request(**fields))
+    assert raised.value.param == param
+
+
+def test_n_and_reasoning_effort_are_checked() -> None:
+    assert check_n(request(n=8), 8) == 8
+    with pytest.raises(BadRequest) as raised:
+        check_n(request(n=9), 8)
+    assert raised.value.param == "n"
+    assert to_sampling(request(reasoning_effort="none"), SETTINGS).thinking_budget == 0
+    assert (
+        to_sampling(request(reasoning_effort="low"), SETTINGS).thinking_budget == SETTINGS.thinking_budget_low
+    )
+    assert (
+        to_sampling(request(thinking_token_budget=7, reasoning_effort="low"), SETTINGS).thinking_budget == 7
+    )
+    with pytest.raises(BadRequest) as effort:
+        to_sampling(request(reasoning_effort="extreme"), SETTINGS)
+    assert effort.value.param == "reasoning_effort"
