@@ -124,7 +124,8 @@ def format_constraint(response_format: ResponseFormat | None) -> Constraint | No
     spec = response_format.json_schema
     if spec is None:
         raise BadRequest(
-            "response_format of type 'json_schema' needs a 'json_schema' object.",
+            "response_format of type 'json_schema' needs a 'json_schema' object "
+            "(response_format.json_schema).",
             param="response_format.json_schema",
         )
     if not NAME_PATTERN.match(spec.name):

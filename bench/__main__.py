@@ -1,7 +1,8 @@
 """Measure the service end to end, beside generate() and transformers serve (bench/README.md).
 
 ``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py);
-``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py).
+``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py);
+``python -m bench grammar`` json_schema-constrained streams beside free ones (bench/grammar.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from bench.grammar import run_grammar
 from bench.report import render, write_json
 from bench.slow_media import run_slow_media
 from bench.soak import run_soak
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_soak(argv[1:])
         if argv[:1] == ["slow-media"]:
             return run_slow_media(argv[1:])
+        if argv[:1] == ["grammar"]:
+            return run_grammar(argv[1:])
         return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)

@@ -141,19 +141,6 @@ class Sequence:
             self.writer.emit(self.chunks.tool_call_start(call.index, call.id, call.name))
             self.writer.emit(self.chunks.tool_call_arguments(call.index, call.arguments))
 
-    def replay(self, tokens: tuple[int, ...]) -> None:
-        """Take over a session: accept the tokens an earlier attempt generated, in order.
-
-        The parser (reasoning split, stop strings, detokenizer) is a pure function of the
-        tokens, so this rebuilds exactly the events the earlier attempt wrote, and leaves
-        the parser in the state it had after them.
-        """
-        for position, token in enumerate(tokens):
-            if self.finished:
-                raise ValueError(f"the stored output ended at token {position} of {len(tokens)}")
-            # Log probabilities are not stored: the events already written carry them.
-            self.accept(token)
-
     def cancel(self) -> None:
         self.finish_reason = "cancelled"
 

@@ -49,9 +49,12 @@ def test_malformed_json_is_400(stack: Stack) -> None:
         ({"messages": HELLO, "temperature": 3}, "temperature"),
         ({"messages": HELLO, "top_p": 0}, "top_p"),
         ({"messages": HELLO, "session_id": "has spaces"}, "session_id"),
-        ({"messages": HELLO, "n": 2}, "n"),
-        ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"messages": HELLO, "logprobs": True}, "logprobs"),
+        ({"messages": HELLO, "n": 100}, "n"),
+        (
+            {"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+            "tools.0.function.parameters",
+        ),
+        ({"messages": HELLO, "logprobs": 5}, "logprobs"),
         ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]"),
     ],
 )
