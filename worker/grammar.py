@@ -36,7 +36,7 @@ JSON_OPTIONS: JsonCompileOptions = {
 }
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
-_BIT_POSITIONS: dict[torch.device, torch.Tensor] = {}
+_BYTE_PENALTIES: dict[torch.device, torch.Tensor] = {}
 
 
 def call_schema(function: ToolFunction) -> dict[str, Any]:
@@ -132,15 +132,31 @@ def allow_only(bitmask: torch.Tensor, row: int, token: int) -> None:
     bitmask[row, word] = value - (1 << 32) if value >= 1 << 31 else value
 
 
+def _byte_penalties(device: torch.device) -> torch.Tensor:
+    """[256, 8]: for each byte of a mask, 0 for the tokens its bits allow and -inf for the others."""
+    table = _BYTE_PENALTIES.get(device)
+    if table is None:
+        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        table = torch.zeros(256, 8).masked_fill_(bits == 0, float("-inf")).to(device)
+        _BYTE_PENALTIES[device] = table
+    return table
+
+
 def apply_bitmask(logits: torch.Tensor, bitmask: torch.Tensor, rows: list[int]) -> None:
-    """Set the logits of the tokens a row's mask forbids to -inf, in place, for ``rows``."""
+    """Set the logits of the tokens a row's mask forbids to -inf, in place, for ``rows``.
+
+    Each byte of the mask picks one row of a 256 x 8 table of 0 / -inf, which is added to
+    the logits: one lookup and one addition per row (unpacking the bits with shifts costs
+    about ten times as much on a CPU). The words are little-endian, so byte ``j`` of word
+    ``w`` holds the bits of tokens ``32w + 8j`` to ``32w + 8j + 7``, in order.
+    """
     device = logits.device
-    positions = _BIT_POSITIONS.get(device)
-    if positions is None:
-        positions = _BIT_POSITIONS[device] = torch.arange(32, dtype=torch.int32, device=device)
-    chosen = torch.tensor(rows, device=device)
-    words = bitmask.index_select(0, torch.tensor(rows)).to(device, non_blocking=True)
-    allowed = ((words.unsqueeze(-1) >> positions) & 1).view(len(rows), -1)[:, : logits.shape[1]]
-    sub = logits.index_select(0, chosen)
-    sub.masked_fill_(allowed == 0, float("-inf"))
-    logits.index_copy_(0, chosen, sub)
+    every_row = len(rows) == logits.shape[0] and rows == list(range(len(rows)))
+    words = bitmask[: len(rows)] if every_row else bitmask.index_select(0, torch.tensor(rows))
+    penalties = torch.nn.functional.embedding(
+        words.to(device, non_blocking=True).contiguous().view(torch.uint8).long(), _byte_penalties(device)
+    ).view(len(rows), -1)[:, : logits.shape[1]]
+    if every_row:
+        logits.add_(penalties)
+    else:
+        logits.index_add_(0, torch.tensor(rows, device=device), penalties)
