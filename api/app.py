@@ -17,7 +17,7 @@ from api.errors import install_error_handlers
 from api.job_queue import JobQueue
 from api.reaper import Reaper
 from api.redis_clients import command_client, reader_client
-from api.routes import chat, health, sessions
+from api.routes import chat, health, responses, sessions
 from api.session_store import SessionStore
 from api.stream_hub import StreamHub
 from shared.settings import Settings, get_settings
@@ -59,6 +59,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Session-Id"],
     )
     install_error_handlers(app)
-    for module in (health, chat, sessions):
+    for module in (health, chat, sessions, responses):
         app.include_router(module.router)
     return app

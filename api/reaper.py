@@ -47,6 +47,7 @@ class OpenSession:
     last_attached: float
     leased: bool
     attached: bool
+    background: bool = False  # a background response: never auto-cancelled
 
 
 class Reaper:
@@ -91,13 +92,15 @@ class Reaper:
         session_ids = sorted(map(str, await self._redis.smembers(keys.active_sessions())))
         pipe = self._redis.pipeline(transaction=False)
         for session_id in session_ids:
-            pipe.hmget(keys.session_meta(session_id), "status", "job_id", "last_attached")
+            pipe.hmget(keys.session_meta(session_id), "status", "job_id", "last_attached", "background")
             pipe.exists(keys.session_lease(session_id))
             pipe.exists(keys.session_attached(session_id))
         results = await pipe.execute() if session_ids else []
         sessions = []
         for position, session_id in enumerate(session_ids):
-            (status, job_id, last_attached), leased, attached = results[3 * position : 3 * position + 3]
+            (status, job_id, last_attached, background), leased, attached = results[
+                3 * position : 3 * position + 3
+            ]
             sessions.append(
                 OpenSession(
                     session_id=session_id,
@@ -106,6 +109,7 @@ class Reaper:
                     last_attached=float(last_attached or time.time()),
                     leased=bool(leased),
                     attached=bool(attached),
+                    background=bool(background),
                 )
             )
         return sessions
@@ -117,7 +121,9 @@ class Reaper:
     async def _auto_cancel(self, session: OpenSession) -> bool:
         """Cancel a session, queued or running, that no client has followed for a while."""
         cancel_after = self._settings.cancel_after_disconnect_seconds
-        if cancel_after <= 0 or session.attached or time.time() - session.last_attached <= cancel_after:
+        if session.background or cancel_after <= 0 or session.attached:
+            return False
+        if time.time() - session.last_attached <= cancel_after:
             return False
         log.info("session %s cancelled: no client for %ss", session.session_id, cancel_after)
         await cancel_session(self._store, self._queue, session.session_id)

@@ -93,9 +93,16 @@ async def _ensure_capacity(services: Services) -> None:
 
 
 async def open_session(
-    services: Services, request: ChatCompletionRequest, owner: str, last_event_id: str | None
+    services: Services,
+    request: ChatCompletionRequest,
+    owner: str,
+    last_event_id: str | None,
+    job_fields: dict[str, Any] | None = None,
 ) -> OpenedSession:
-    """Attach to the request's session if it exists, otherwise start a generation."""
+    """Attach to the request's session if it exists, otherwise start a generation.
+
+    ``job_fields`` complete the job (a Responses API request sets its API and echo fields).
+    """
     session_id, after = resume_point(last_event_id, request.session_id)
     # A known session is attached to; a resume of an unknown one is a 404 (expired).
     if session_id is not None:
@@ -127,6 +134,7 @@ async def open_session(
         tools=tools,
         constraint=constraint,
         n=n,
+        **(job_fields or {}),
     )
     payload = job.model_dump(mode="json")
     await _ensure_capacity(services)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.events import ChunkWriter, SessionStatus, dumps, empty_usage, error_object
+from shared.responses import ResponseSpec, cancelled_response_events
 from shared.session_scripts import (
     AsyncScripts,
     Cancel,
@@ -109,17 +110,40 @@ class SessionStore:
     async def cancel(self, session: SessionInfo) -> SessionStatus | None:
         """Request a cancel; returns the status the session had, None if it is gone."""
         session_id = session.session_id
-        chunks = ChunkWriter(keys.client_session_id(session_id), session.model, session.created)
+        role_event, finish_event, ttl = await self._cancel_events(session)
         call = Cancel(
             session_id,
             flag_seconds=self._settings.session_keep_seconds,
-            ttl=self._settings.sessions_ttl_seconds,
+            ttl=ttl,
             usage_json=dumps(empty_usage()),
-            role_event=chunks.role(),
-            finish_event=chunks.finish("cancelled"),
+            role_event=role_event,
+            finish_event=finish_event,
         )
         status = await self._scripts.run(call)
         return SessionStatus(status) if status else None
+
+    async def _cancel_events(self, session: SessionInfo) -> tuple[str, str, int]:
+        """The first and last events of a session cancelled while queued, and its TTL."""
+        client_id = keys.client_session_id(session.session_id)
+        payload = await self.job_payload(session.session_id) or {}
+        ttl = int(payload.get("ttl_seconds") or self._settings.sessions_ttl_seconds)
+        if payload.get("api") == "responses":
+            spec = ResponseSpec.model_validate(payload.get("response") or {})
+            return (*cancelled_response_events(client_id, session.model, session.created, spec), ttl)
+        chunks = ChunkWriter(client_id, session.model, session.created)
+        return chunks.role(), chunks.finish("cancelled"), ttl
+
+    async def mark_background(self, session_id: str) -> None:
+        """A background response: auto-cancel leaves it running when nobody follows it."""
+        await self._redis.hset(keys.session_meta(session_id), "background", "1")
+
+    async def delete(self, session_id: str) -> None:
+        """Remove a session and all its keys (a running worker then finds it lost and stops)."""
+        pipe = self._redis.pipeline(transaction=True)
+        # Its own keys only: session_keys also names the set of active sessions.
+        pipe.delete(*(key for key in keys.session_keys(session_id) if key != keys.active_sessions()))
+        pipe.srem(keys.active_sessions(), session_id)
+        await pipe.execute()
 
     async def requeue(
         self,

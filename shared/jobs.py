@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.responses import ResponseSpec
+
 
 class TextPart(BaseModel):
     type: Literal["text"] = "text"
@@ -136,6 +138,12 @@ class GenerationJob(BaseModel):
     constraint: Constraint | None = None
     # How many choices to generate: rows that share the prompt's prefill.
     n: int = Field(1, ge=1)
+    # Which API's events the session's stream holds: chat.completion.chunk payloads, or
+    # Responses stream events (then ``response`` says what the response object echoes).
+    api: Literal["chat", "responses"] = "chat"
+    response: ResponseSpec | None = None
+    # How long the session stays readable after it ends; None: SESSIONS_TTL_SECONDS.
+    ttl_seconds: int | None = Field(None, ge=1)
 
     def media_parts(self) -> list[ImagePart | VideoPart]:
         """The job's images and videos, in prompt order."""

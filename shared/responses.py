@@ -114,6 +114,23 @@ TERMINAL: dict[str, tuple[str, str, dict[str, Any] | None]] = {
 }
 
 
+def cancelled_response_events(
+    response_id: str, model: str, created: int, spec: ResponseSpec
+) -> tuple[str, str]:
+    """The two events of a response cancelled before it started: created, then its end."""
+    created_event = {
+        "type": "response.created",
+        "response": response_object(response_id, model, created, spec, "queued"),
+        "sequence_number": 0,
+    }
+    end_event = {
+        "type": "response.incomplete",
+        "response": response_object(response_id, model, created, spec, "cancelled"),
+        "sequence_number": 1,
+    }
+    return dumps(created_event), dumps(end_event)
+
+
 class ResponseEvents:
     """Renders one response's stream events; ``next_index`` gives the next event's index."""
 

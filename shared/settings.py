@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     queue_name: str = "generation"
     job_timeout_seconds: int = Field(3600, ge=1)
     sessions_ttl_seconds: int = Field(600, ge=1)
+    # How long a stored response (the Responses API) stays retrievable after it ends.
+    responses_ttl_seconds: int = Field(86400, ge=1)
     cancel_after_disconnect_seconds: float = Field(3600, ge=0)
     worker_lease_seconds: float = Field(5.0, gt=0)
     worker_name: str = ""

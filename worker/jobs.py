@@ -25,6 +25,7 @@ from rq import Queue, get_current_job
 from shared.jobs import GenerationJob
 from shared.queueing import QueueKind, enqueue_generation
 from shared.redis_retry import retry_through_outage
+from shared.responses import ResponseEvents
 from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
 from worker.engine import HANDOVER, Engine
@@ -172,12 +173,17 @@ def _prepare(
 
 def _finish(job: GenerationJob, writer: SessionWriter, group: list[Sequence]) -> dict[str, Any]:
     outcomes = [sequence.outcome() for sequence in group]
-    final_events = [
-        sequence.chunks.finish(o.finish_reason) for sequence, o in zip(group, outcomes, strict=True)
-    ]
     outcome = combined(outcomes)
-    if job.include_usage:
-        final_events.append(writer.chunks.usage(outcome.usage))
+    chunks = writer.chunks
+    if isinstance(chunks, ResponseEvents):
+        # The last event carries the whole response, usage included.
+        final_events = chunks.finish(outcome.finish_reason, outcome.usage)
+    else:
+        final_events = [
+            chunks.for_choice(s.index).finish(o.finish_reason) for s, o in zip(group, outcomes, strict=True)
+        ]
+        if job.include_usage:
+            final_events.append(chunks.usage(outcome.usage))
     writer.finish(outcome.status, outcome.finish_reason, outcome.usage, final_events)
     return {"status": outcome.status.value, "finish_reason": outcome.finish_reason, "usage": outcome.usage}
 

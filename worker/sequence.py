@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.events import ChunkWriter, SessionStatus, usage_of
+from shared.responses import ResponseEvents
 from worker.output import OutputParser
 from worker.reasoning import TextDelta
 from worker.sampler import RowSampling, TokenLogprobs
@@ -59,7 +60,7 @@ class Sequence:
         self.writer = writer
         self.steering = steering
         self.index = index  # the choice this sequence is, among the request's n
-        self.chunks: ChunkWriter = writer.chunks.for_choice(index)
+        self.chunks: ChunkWriter | ResponseEvents = writer.chunks.for_choice(index)
         self._parser = parser
         self._eos = eos_token_ids
         # Log probabilities of answer tokens: asked for when token_texts is given.

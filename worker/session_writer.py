@@ -19,6 +19,7 @@ from shared import keys
 from shared.events import ChunkWriter, dumps, error_object, stored_token
 from shared.jobs import GenerationJob
 from shared.redis_retry import retry_through_outage
+from shared.responses import ResponseEvents, ResponseSpec
 from shared.session_scripts import (
     Append,
     Appended,
@@ -64,7 +65,14 @@ class SessionWriter:
         self._settings = settings
         self._worker = worker
         self.session_id = job.session_id
-        self.chunks = ChunkWriter(keys.client_session_id(job.session_id), job.model, job.created)
+        self.chunks: ChunkWriter | ResponseEvents
+        client_id = keys.client_session_id(job.session_id)
+        if job.api == "responses":
+            spec = job.response or ResponseSpec()
+            self.chunks = ResponseEvents(client_id, job.model, job.created, spec, lambda: len(self.events))
+        else:
+            self.chunks = ChunkWriter(client_id, job.model, job.created)
+        self._ttl = job.ttl_seconds or settings.sessions_ttl_seconds
         self.events: list[str] = []  # every event of the session; the list index is its index
         self.tokens: list[int] = []  # every token generated for it (``stored_token``)
         self._written_events = 0
@@ -83,8 +91,12 @@ class SessionWriter:
         )
         return self._retry(lambda: self._scripts.run(call), "start")
 
-    def emit(self, payload: str) -> None:
-        self.events.append(payload)
+    def emit(self, payload: str | list[str]) -> None:
+        """Queue an event (a Responses renderer gives several at once)."""
+        if isinstance(payload, str):
+            self.events.append(payload)
+        else:
+            self.events.extend(payload)
 
     def add_token(self, token: int, choice: int = 0) -> None:
         self.tokens.append(stored_token(choice, token))
@@ -146,7 +158,7 @@ class SessionWriter:
                 status=status,
                 finish_reason=finish_reason,
                 usage_json=dumps(usage),
-                ttl=self._settings.sessions_ttl_seconds,
+                ttl=self._ttl,
                 event_count=self._written_events,
                 final_events=tuple(final_events),
             )
@@ -168,7 +180,7 @@ class SessionWriter:
         call = Fail(
             self.session_id,
             message=message,
-            ttl=self._settings.sessions_ttl_seconds,
+            ttl=self._ttl,
             error_event=payload,
             worker=self._worker,
         )
