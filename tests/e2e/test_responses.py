@@ -205,3 +205,19 @@ def test_a_response_is_a_chat_session_underneath(stack: Stack, client: openai.Op
     assert (
         httpx.get(f"{stack.gateway.url}/v1/sessions/{response.id}", timeout=10).json()["status"] == "finished"
     )
+
+
+def test_a_background_response_is_not_auto_cancelled_a_foreground_one_is(make_stack: StackFactory) -> None:
+    private = make_stack(CANCEL_AFTER_DISCONNECT_SECONDS="1")
+    client = private.client()
+    # Long enough to outlast the auto-cancel delay several times over.
+    background = client.responses.create(model="m", input="Go on.", background=True, max_output_tokens=1500)
+    with client.responses.create(model="m", input="Go on.", stream=True, max_output_tokens=1500) as stream:
+        foreground_id = next(iter(stream)).response.id  # type: ignore[union-attr]
+    deadline = time.monotonic() + 30
+    while client.responses.retrieve(foreground_id).status != "cancelled":
+        assert time.monotonic() < deadline, "the foreground response was never auto-cancelled"
+        time.sleep(0.2)
+    time.sleep(2)  # more passes of the reaper, which would have cancelled both by now
+    assert client.responses.retrieve(background.id).status in ("in_progress", "completed", "incomplete")
+    client.responses.cancel(background.id)
