@@ -17,7 +17,7 @@ from api.errors import install_error_handlers
 from api.job_queue import JobQueue
 from api.reaper import Reaper
 from api.redis_clients import command_client, reader_client
-from api.routes import chat, health, responses, sessions
+from api.routes import chat, health, playground, responses, sessions
 from api.session_store import SessionStore
 from api.stream_hub import StreamHub
 from shared.settings import Settings, get_settings
@@ -61,4 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (health, chat, sessions, responses):
         app.include_router(module.router)
+    if settings.playground:
+        app.include_router(playground.router)
     return app

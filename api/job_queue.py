@@ -86,6 +86,17 @@ class JobQueue:
             pipe.llen(queue.key)
         return sum(await pipe.execute())
 
+    async def position(self, job_id: str) -> int | None:
+        """The 0-based place of a waiting job in its queue; None once a worker has taken it.
+
+        RQ queues are Redis lists that workers pop from the left, so LPOS is the number of
+        jobs ahead. The job is in one of the queues (text or media): ask both at once.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.lpos(queue.key, job_id)
+        return next((int(place) for place in await pipe.execute() if place is not None), None)
+
     async def live_workers(self) -> int:
         return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
 

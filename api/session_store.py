@@ -41,7 +41,8 @@ class SessionInfo:
     usage: dict[str, Any] | None
     error: str | None
 
-    def public(self) -> dict[str, Any]:
+    def public(self, queue_position: int | None = None) -> dict[str, Any]:
+        """``queue_position``: jobs ahead of this one in its queue (only while queued)."""
         return {
             "id": keys.client_session_id(self.session_id),
             "object": "chat.completion.session",
@@ -52,6 +53,7 @@ class SessionInfo:
             "finish_reason": self.finish_reason,
             "usage": self.usage,
             "error": self.error,
+            "queue_position": queue_position if self.status is SessionStatus.QUEUED else None,
         }
 
 

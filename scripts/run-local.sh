@@ -32,6 +32,20 @@ fi
 .venv/bin/python -m worker &
 pids+=($!)
 .venv/bin/python -m api &
-pids+=($!)
+gateway=$!
+pids+=("$gateway")
 echo "gateway on http://localhost:$http_port (the worker is loading the model; see /health)"
+playground=$(.venv/bin/python -c "from shared.settings import get_settings; print(get_settings().playground)")
+if [ "$playground" = True ]; then
+  # Say where the page is once the gateway listens; the watch ends with the gateway.
+  (
+    while kill -0 "$gateway" 2>/dev/null; do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$http_port") 2>/dev/null; then
+        echo "playground: open http://localhost:$http_port/ in a browser"
+        break
+      fi
+      sleep 0.5
+    done
+  ) &
+fi
 wait -n "${pids[@]}"

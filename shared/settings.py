@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     sse_ping_seconds: float = Field(15.0, gt=0)
     # The gateway parses JSON on its event loop: this bounds how long one body can hold it.
     max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    # The browser playground at GET / (a static page that uses only the public API).
+    playground: bool = True
 
     # Media (images and videos in content parts)
     max_media_items: int = Field(16, ge=0)

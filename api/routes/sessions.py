@@ -22,7 +22,10 @@ SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN)]
 async def session_status(
     session_id: SessionIdPath, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
-    return (await find_session(services, session_id, caller)).public()
+    session = await find_session(services, session_id, caller)
+    if session.status is not SessionStatus.QUEUED:
+        return session.public()
+    return session.public(await services.queue.position(session.job_id))
 
 
 @router.get("/v1/sessions/{session_id}/stream")
