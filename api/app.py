@@ -15,6 +15,7 @@ from api.body_limit import BodySizeLimit
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.job_queue import JobQueue
+from api.metrics import RequestMiddleware
 from api.reaper import Reaper
 from api.redis_clients import command_client, reader_client
 from api.routes import chat, health, playground, responses, sessions
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=["X-Session-Id"],
     )
+    # Outermost: every request is counted and logged, refused ones included.
+    app.add_middleware(RequestMiddleware)
     install_error_handlers(app)
     for module in (health, chat, sessions, responses):
         app.include_router(module.router)

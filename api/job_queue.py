@@ -6,6 +6,7 @@ RQ's API is synchronous, so its calls run in worker threads, off the event loop.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import time
 from functools import partial
 from typing import Any
@@ -97,6 +98,46 @@ class JobQueue:
             pipe.lpos(queue.key, job_id)
         return next((int(place) for place in await pipe.execute() if place is not None), None)
 
+    async def oldest_queued_seconds(self) -> float | None:
+        """How long the job at the head of the longest-waiting queue has waited (None: empty)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in self._queues.values():
+            pipe.lindex(queue.key, 0)
+        heads = [head for head in await pipe.execute() if head]
+        if not heads:
+            return None
+        pipe = self._redis.pipeline(transaction=False)
+        for head in heads:
+            pipe.hget(f"rq:job:{_text(head)}", "enqueued_at")
+        times = [_parse_rq_time(_text(value)) for value in await pipe.execute() if value]
+        known = [value for value in times if value is not None]
+        return max(0.0, time.time() - min(known)) if known else None
+
+    async def worker_statuses(self) -> list[dict[str, Any]]:
+        """The live workers and what each says of itself (model, batch in use)."""
+        names = [
+            _text(name)
+            for name in await self._redis.zrangebyscore(keys.live_workers(), f"({time.time()}", "+inf")
+        ]
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.worker_info(name))
+        infos = await pipe.execute() if names else []
+        statuses = []
+        for name, info in zip(names, infos, strict=True):
+            fields = {_text(key): _text(value) for key, value in (info or {}).items()}
+            statuses.append(
+                {
+                    "name": name,
+                    "model": fields.get("model"),
+                    "running": int(fields.get("running", 0)),
+                    "waiting": int(fields.get("waiting", 0)),
+                    "maxBatch": int(fields.get("max_batch", 0)),
+                    "contextLength": int(fields["context"]) if "context" in fields else None,
+                }
+            )
+        return statuses
+
     async def live_workers(self) -> int:
         return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
 
@@ -118,3 +159,19 @@ class JobQueue:
 
     def close(self) -> None:
         self._sync.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse_rq_time(value: str) -> float | None:
+    """RQ's timestamps: UTC, ISO 8601 with microseconds and a Z."""
+    try:
+        return (
+            datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+            .replace(tzinfo=datetime.UTC)
+            .timestamp()
+        )
+    except ValueError:
+        return None

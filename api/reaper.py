@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from api.cancellation import cancel_session
 from api.job_queue import JobQueue
+from api.metrics import CANCELS
 from api.session_store import SessionStore
 from shared import keys
 from shared.events import SessionStatus
@@ -126,6 +127,7 @@ class Reaper:
         if time.time() - session.last_attached <= cancel_after:
             return False
         log.info("session %s cancelled: no client for %ss", session.session_id, cancel_after)
+        CANCELS.labels("auto").inc()
         await cancel_session(self._store, self._queue, session.session_id)
         return True
 

@@ -20,6 +20,7 @@ from api.completion import CompletionBuilder
 from api.deps import Services
 from api.errors import BadRequest, NotFound, NoWorker, QueueFull, from_error_event
 from api.media_parts import MediaLimits
+from api.metrics import RESUMES, StreamMeter, current_record
 from api.protocol import (
     ChatCompletionRequest,
     check_max_tokens,
@@ -109,6 +110,8 @@ async def open_session(
         existing = await services.store.get(keys.owned_session(owner, session_id))
         if existing is not None or last_event_id:
             owned(existing, session_id, owner)
+            if after >= 0:
+                RESUMES.inc()
             return OpenedSession(session_id, keys.owned_session(owner, session_id), after)
     session_id = session_id or new_session_id()
     stored_id = keys.owned_session(owner, session_id)
@@ -198,22 +201,37 @@ def render_sse(session_id: str, batch: list[Event]) -> bytes:
 
 
 async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[bytes]:
+    meter = StreamMeter(current_record(), new=session.created)
     async for batch in follow(
         services.redis, services.store, session.stored_id, session.after, ATTACH_HOLD_SECONDS
     ):
         if batch:
+            meter.passed([event.index for event in batch], batch[-1].end)
             yield render_sse(session.session_id, batch)
     yield DONE_FRAME
+    await _note_end(services, session.stored_id, meter)
+
+
+async def _note_end(services: Services, stored_id: str, meter: StreamMeter) -> None:
+    """The finish reason and usage, for the request's metrics and log line."""
+    with contextlib.suppress(*OUTAGE_ERRORS):
+        info = await services.store.get(stored_id)
+        if info is not None:
+            meter.finished(info.finish_reason, info.usage)
 
 
 async def collect(services: Services, stored_id: str, http_request: Request) -> dict[str, Any] | None:
     """The whole completion, or None if the client left before it was done."""
     builder = CompletionBuilder()
+    meter = StreamMeter(current_record(), new=True)
     async for batch in follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS):
         if not batch and await http_request.is_disconnected():
             return None
+        meter.passed([event.index for event in batch], bool(batch) and batch[-1].end)
         for event in batch:
             builder.add(event.data)
     info = await services.store.get(stored_id)
+    if info is not None:
+        meter.finished(info.finish_reason, info.usage)
     model, created = (info.model, info.created) if info else (services.settings.model_name, 0)
     return builder.build(keys.client_session_id(stored_id), model, created, info.usage if info else None)

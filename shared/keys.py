@@ -33,6 +33,11 @@ def session_attached(session_id: str) -> str:
     return f"{PREFIX}:session:{session_id}:attached"
 
 
+def worker_info(worker: str) -> str:
+    """A live worker's status for /health (model, batch in use), renewed with its presence."""
+    return f"qvl:worker:{worker}"
+
+
 def active_sessions() -> str:
     """Set of queued or running session ids, watched by the gateways' reaper."""
     return f"{PREFIX}:sessions:active"

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cors_allow_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
     max_queue_depth: int = Field(1000, ge=1)
+    # "json": one JSON object per log line; anything else: plain lines.
+    log_format: str = "plain"
+    # Where each worker serves its Prometheus /metrics; 0: not served.
+    worker_metrics_port: int = Field(9400, ge=0, le=65535)
     # The pool for the gateway's commands; requests wait for a free connection. Waiting for
     # stream events needs none of them: the stream hub reads with a few connections of its own.
     gateway_redis_connections: int = Field(100, ge=10)

@@ -158,6 +158,8 @@ def stack_env(redis_url: str, **overrides: str) -> dict[str, str]:
         # The tests serve media from a local HTTP server, which the worker must be allowed to reach.
         "ALLOWED_MEDIA_HOSTS": "127.0.0.1",
         "MEDIA_FETCH_TIMEOUT_SECONDS": "3",
+        # Several workers share this host: none serves metrics unless a test gives it a port.
+        "WORKER_METRICS_PORT": "0",
     }
     env.update(overrides)
     return env

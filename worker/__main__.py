@@ -14,15 +14,17 @@ import uuid
 import redis
 from rq.serializers import JSONSerializer
 
+from shared.logs import configure_logging
 from shared.queueing import QueueKind, generation_queues, queue_name
 from shared.redis_connection import sync_client
 from shared.redis_retry import retry_through_outage
 from shared.session_scripts import SyncScripts
 from shared.settings import Settings, get_settings
+from worker import metrics
 from worker.engine import Engine
 from worker.jobs import WorkerRuntime, install
 from worker.media.loader import MediaLoader
-from worker.model import load_model
+from worker.model import LoadedModel, load_model
 from worker.presence import Presence
 from worker.rq_worker import GpuWorker, JobSlot
 from worker.threads import configure_cpu_threads
@@ -45,6 +47,17 @@ def _slots(settings: Settings, connection: redis.Redis, name: str) -> list[JobSl
     ]
 
 
+def worker_status(settings: Settings, loaded: LoadedModel, engine: Engine) -> dict[str, str | int]:
+    running, waiting = engine.occupancy
+    return {
+        "model": settings.model_name,
+        "running": running,
+        "waiting": waiting,
+        "max_batch": settings.worker_max_batch,
+        "context": loaded.max_context_tokens,
+    }
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -53,8 +66,9 @@ def _wait_for_signal() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    configure_logging(settings.log_format)
+    metrics.serve(settings.worker_metrics_port)
     # Every job slot holds a connection in a blocking dequeue and uses more while it runs;
     # redis-py's default pool of 100 is too small for a wide batch.
     connection = sync_client(settings, max_connections=100 + 8 * settings.worker_max_batch)
@@ -79,6 +93,7 @@ def main() -> None:
         name,
         on_beat=beat_slots,
         can_consume=lambda: engine.alive and any(slot.serving for slot in slots),
+        status=lambda: worker_status(settings, loaded, engine),
     )
     media = MediaLoader(connection, settings)
     runtime = WorkerRuntime(

@@ -28,6 +28,7 @@ import redis
 import torch
 
 from shared.session_scripts import SyncScripts
+from worker import metrics
 from worker.batch import PaddedBatch
 from worker.errors import GenerationFailed
 from worker.grammar import new_bitmask
@@ -53,6 +54,13 @@ def public_failure(error: BaseException) -> GenerationFailed:
     """What the job reports for a failure; the error itself is logged, not passed on."""
     out_of_memory = isinstance(error, torch.OutOfMemoryError | MemoryError)
     return GenerationFailed("out_of_memory" if out_of_memory else "generation_failed")
+
+
+def prefill_kind(inputs: Any) -> str:
+    """What a prompt holds, for the prefill-time metric: video, image or text."""
+    if inputs.get("pixel_values_videos") is not None:
+        return "video"
+    return "image" if inputs.get("pixel_values") is not None else "text"
 
 
 def writers_of(sequences: Iterable[Sequence]) -> list[SessionWriter]:
@@ -142,6 +150,7 @@ class Engine:
                     if self._active:
                         self._decode_step()
                         self._flush_and_retire()
+                    self._note_occupancy()
                 except Exception as error:  # the model failed: fail the batch, keep serving
                     log.exception("decoding step failed; failing %d sequences", len(self._active))
                     for sequence in self._active:
@@ -247,10 +256,24 @@ class Engine:
             for sequence in group:
                 self._prefill_rows([sequence])
 
+    def _note_occupancy(self) -> None:
+        metrics.RUNNING.set(len(self._active))
+        metrics.WAITING.set(sum(len(group) for group in self._waiting) + self._pending.qsize())
+        metrics.KV_CACHE_BYTES.set(self._kv.batch_bytes(self._batch.rows, self._batch.columns))
+        metrics.KV_CACHE_BUDGET_BYTES.set(self._kv.total_bytes)
+
+    @property
+    def occupancy(self) -> tuple[int, int]:
+        """(running, waiting) sequences, for the worker's status in /health."""
+        return len(self._active), sum(len(group) for group in self._waiting) + self._pending.qsize()
+
     def _prefill_rows(self, rows: list[Sequence]) -> None:
         inputs = rows[0].inputs
         positions = self._prefill_positions(inputs)
+        started = time.perf_counter()
         output = self._loaded.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        metrics.PREFILL.labels(prefill_kind(inputs)).observe(time.perf_counter() - started)
+        metrics.PROMPT_TOKENS.inc(int(inputs["input_ids"].shape[1]))
         for sequence in rows:
             sequence.next_position = int(positions.max()) + 1
             sequence.inputs = None  # pixel data is no longer needed
@@ -279,10 +302,16 @@ class Engine:
         )
         for row, (sequence, token) in enumerate(zip(sequences, sampled.tokens, strict=True)):
             sequence.accept(token, sampled.logprobs.get(row))
+        metrics.GENERATION_TOKENS.inc(len(sequences))
 
     def _decode_step(self) -> None:
+        started = time.perf_counter()
+        self._decode(self._active)
+        metrics.DECODE_STEP.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(self._active))
+
+    def _decode(self, sequences: list[Sequence]) -> None:
         device = self._loaded.device
-        sequences = self._active
         tokens = torch.tensor([[s.last_token] for s in sequences], device=device)
         positions = torch.tensor([s.next_position for s in sequences], device=device)
         output = self._loaded.model(

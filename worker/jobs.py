@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from shared.redis_retry import retry_through_outage
 from shared.responses import ResponseEvents
 from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
+from worker import metrics
 from worker.engine import HANDOVER, Engine
 from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import build_sequences, continue_after
@@ -91,11 +93,15 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
         log.info("session %s not run by job %s: it is %s", job.session_id, job_id, started.status)
         return {"status": started.status}
     runtime.presence.hold(job.session_id)
+    began = time.monotonic()
+    result: dict[str, Any] = {"status": "failed"}
     try:
-        return _attempt(runtime, job, payload, job_id, writer, started)
+        result = _attempt(runtime, job, payload, job_id, writer, started)
+        return result
     except SessionLost:
         log.warning("session %s is no longer this worker's; stopped", job.session_id)
-        return {"status": "lost"}
+        result = {"status": "lost"}
+        return result
     except Exception as error:
         log.exception("generation failed for session %s", job.session_id)
         failure = error if isinstance(error, GenerationFailed) else GenerationFailed()
@@ -104,6 +110,28 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     finally:
         # Only now: until the session has ended or changed hands its lease must stay alive.
         runtime.presence.release(job.session_id)
+        _log_job(runtime, job, job_id, result, began)
+
+
+def _log_job(
+    runtime: WorkerRuntime, job: GenerationJob, job_id: str, result: dict[str, Any], began: float
+) -> None:
+    """One line per job, and its outcome counted."""
+    status = str(result.get("status", "failed")).split(":")[0]
+    metrics.JOBS.labels(status).inc()
+    usage = result.get("usage") or {}
+    fields = {
+        "session_id": job.session_id,
+        "job_id": job_id,
+        "worker": runtime.name,
+        "status": status,
+        "finish_reason": result.get("finish_reason"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "ttft_ms": result.get("ttft_ms"),
+        "duration_ms": round((time.monotonic() - began) * 1000, 1),
+    }
+    log.info("job %s %s", job_id, status, extra=fields)
 
 
 def _attempt(
@@ -114,6 +142,7 @@ def _attempt(
     writer: SessionWriter,
     started: Started,
 ) -> dict[str, Any]:
+    began = time.monotonic()
     resumed = started.event_count > 0
     if resumed:
         log.info(
@@ -148,7 +177,11 @@ def _attempt(
             writer.flush()
             return {"status": hand_over(runtime, job, payload, job_id)}
         raise SessionLost(job.session_id)
-    return _finish(job, writer, group)
+    result = _finish(job, writer, group)
+    first = min((s.first_token_at for s in group if s.first_token_at is not None), default=None)
+    if first is not None and not resumed:
+        result["ttft_ms"] = round((first - began) * 1000, 1)
+    return result
 
 
 def _prepare(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +74,11 @@ def thinking_end(tokenizer: Any, closing: str) -> ThinkingEnd:
 def load_model(settings: Settings) -> LoadedModel:
     source = settings.model_repo_id
     token = settings.hf_token or None
+    began = time.monotonic()
     log.info("loading %s (device_map=%s, dtype=%s)", source, settings.device_map, settings.torch_dtype)
+    log.info("model load 1/3: processor and tokenizer")
     processor = AutoProcessor.from_pretrained(source, token=token)
+    log.info("model load 2/3: weights (downloaded first if not cached; a progress bar follows)")
     model = AutoModelForImageTextToText.from_pretrained(
         source,
         token=token,
@@ -82,6 +86,8 @@ def load_model(settings: Settings) -> LoadedModel:
         device_map=settings.device_map or None,
     )
     model.eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    log.info("model load 3/3: KV cache budget (%.2fB parameters on %s)", parameters / 1e9, model.device)
     tokenizer = processor.tokenizer
     decoder = AutoTokenizer.from_pretrained(source, token=token)
     generation_config = model.generation_config
@@ -96,6 +102,7 @@ def load_model(settings: Settings) -> LoadedModel:
             kv.capacity_tokens,
             max_model_len,
         )
+    log.info("model loaded in %.1f s", time.monotonic() - began)
     eos_token_ids = _eos_ids(generation_config, tokenizer)
     logits_width = int(text_config.vocab_size)
     return LoadedModel(

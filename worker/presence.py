@@ -33,6 +33,7 @@ class Presence(threading.Thread):
         worker_name: str,
         on_beat: Callable[[], None] | None = None,
         can_consume: Callable[[], bool] = lambda: True,
+        status: Callable[[], dict[str, str | int]] | None = None,
     ) -> None:
         super().__init__(name="presence", daemon=True)
         self._redis = connection
@@ -42,6 +43,7 @@ class Presence(threading.Thread):
         self._name = worker_name
         self._on_beat = on_beat
         self._can_consume = can_consume
+        self._status = status
         self._sessions: set[str] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -61,6 +63,11 @@ class Presence(threading.Thread):
         now = time.time()
         if self._can_consume():
             pipe.zadd(keys.live_workers(), {self._name: now + self._lease_ms / 1000})
+            if self._status is not None:
+                # What /health shows of this worker; it expires with the worker's presence.
+                fields = [part for item in self._status().items() for part in item]
+                pipe.hset(keys.worker_info(self._name), items=fields)
+                pipe.pexpire(keys.worker_info(self._name), self._lease_ms)
         else:
             pipe.zrem(keys.live_workers(), self._name)
         # Workers that died without deregistering: drop them once their presence expired.

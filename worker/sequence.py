@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ class Sequence:
         self.top_logprobs = top_logprobs
         self._pending_logprobs: list[dict[str, Any]] = []
         self.generated: list[int] = []
+        self.first_token_at: float | None = None  # time.monotonic() of the first token
         self.next_position = 0
         self.finish_reason: str | None = None
         # Set by the engine when the sequence leaves it without an end of its own: the
@@ -107,6 +109,8 @@ class Sequence:
     def accept(self, token: int, logprobs: TokenLogprobs | None = None) -> None:
         """Take the token sampled for this sequence and queue the text it completes."""
         self.generated.append(token)
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
         self.writer.add_token(token, self.index)
         forced = self.steering.take(token, self._parser) if self.steering is not None else False
         if token in self._eos:

@@ -187,7 +187,9 @@ def build(output_dir: Path, seed: int = 0) -> Path:
     )
 
     torch.manual_seed(seed)
+    print("tiny checkpoint 1/4: tokenizer (Qwen's vocabulary)", flush=True)
     tokenizer = build_tokenizer()
+    print("tiny checkpoint 2/4: image and video processors", flush=True)
     image_processor = Qwen2VLImageProcessor(
         patch_size=16,
         merge_size=2,
@@ -208,6 +210,7 @@ def build(output_dir: Path, seed: int = 0) -> Path:
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
+    print("tiny checkpoint 3/4: model with random weights", flush=True)
     model = AutoModelForImageTextToText.from_config(build_config(), dtype=torch.float32)
     model.generation_config = GenerationConfig(
         do_sample=True,
@@ -218,6 +221,7 @@ def build(output_dir: Path, seed: int = 0) -> Path:
         pad_token_id=151643,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
+    print(f"tiny checkpoint 4/4: writing to {output_dir}", flush=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir

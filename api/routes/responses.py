@@ -13,6 +13,7 @@ from api import responses_service as responses
 from api.deps import CallerDep, LastEventIdDep, ServicesDep
 from api.errors import BadRequest, NotFound, from_error_event
 from api.held_stream import HeldEventSourceResponse
+from api.metrics import CANCELS, RESUMES, StreamMeter, current_record
 from api.protocol import SESSION_ID_PATTERN
 from api.relay import follow
 from api.responses_protocol import ResponsesRequest, input_items, renamed, to_chat_request
@@ -95,17 +96,20 @@ async def _await_end(
     A request the worker refused, or a generation that failed, is answered with its HTTP
     error, as chat completions are.
     """
+    meter = StreamMeter(current_record(), new=True)
     batches = follow(services.redis, services.store, session.stored_id, -1, ATTACH_HOLD_SECONDS)
     async with contextlib.aclosing(batches):
         async for batch in batches:
             if not batch and await http_request.is_disconnected():
                 return None
+            meter.passed([event.index for event in batch], bool(batch) and batch[-1].end)
             for event in batch:
                 if event.end and (payload := json.loads(event.data)).get("error"):
                     raise from_error_event(payload["error"])
     info = await services.store.get(session.stored_id)
     if info is None:
         raise NotFound(f"Response '{session.session_id}' has expired.", param="response_id")
+    meter.finished(info.finish_reason, info.usage)
     return await responses.snapshot(services, info)
 
 
@@ -126,6 +130,8 @@ async def retrieve_response(
         if last_event_id:
             raise BadRequest("Give either starting_after or Last-Event-ID, not both.", param="starting_after")
         after = starting_after
+    if after >= 0:
+        RESUMES.inc()
     slot = services.admission.admit(caller)
     opened = OpenedSession(response_id, info.session_id, after)
     return HeldEventSourceResponse(slot, sse_events(services, opened), headers={"X-Session-Id": response_id})
@@ -136,6 +142,7 @@ async def cancel_response(
     response_id: ResponseIdPath, services: ServicesDep, caller: CallerDep
 ) -> dict[str, Any]:
     info = await responses.find_response(services, response_id, caller)
+    CANCELS.labels("manual").inc()
     return await responses.cancel(services, info)
 
 

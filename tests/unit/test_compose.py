@@ -37,6 +37,22 @@ def test_worker_reserves_a_gpu(compose: dict[str, Any]) -> None:
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
 
 
+def test_the_monitoring_profile_scrapes_the_gateway_and_every_worker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+    for name in ("api", "worker", "redis"):
+        assert "profiles" not in services[name]  # the plain `docker compose up` is unchanged
+    config = yaml.safe_load((ROOT / "docker" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["gateway"]["static_configs"][0]["targets"] == ["api:3000"]
+    assert jobs["worker"]["dns_sd_configs"][0]["names"] == ["worker"]
+    assert jobs["worker"]["dns_sd_configs"][0]["port"] == 9400
+    mounted = " ".join(services["grafana"]["volumes"])
+    assert "docker/grafana/dashboards" in mounted and "docker/grafana/provisioning" in mounted
+    assert (ROOT / "docker" / "grafana" / "dashboards" / "qwen3vl.json").exists()
+
+
 @pytest.mark.skipif(
     shutil.which("docker") is None
     or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,

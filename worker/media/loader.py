@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from PIL import Image
 
 from shared.jobs import GenerationJob, ImagePart, VideoPart
 from shared.settings import Settings
+from worker import metrics
 from worker.errors import InvalidRequest
 from worker.media.budget import ConcurrentPixels, check_request_pixels
 from worker.media.errors import MediaError
@@ -77,7 +79,10 @@ class MediaLoader:
         parts = job.media_parts()
         if not parts:
             return []
+        started = time.perf_counter()
         files = self._read_all(job, parts)
+        if any(part.url is not None for part in parts):
+            metrics.MEDIA_FETCH.observe(time.perf_counter() - started)
         opened: list[Image.Image | OpenedVideo] = []
         for part, data in zip(parts, files, strict=True):
             with naming(part):
@@ -91,7 +96,9 @@ class MediaLoader:
             decoded: list[Media] = []
             for part, item in zip(parts, opened, strict=True):
                 with naming(part):
+                    started = time.perf_counter()
                     decoded.append(self._decode(part, item))
+                    metrics.MEDIA_DECODE.labels(part.type).observe(time.perf_counter() - started)
             return decoded
 
     def _read_all(self, job: GenerationJob, parts: list[MediaPart]) -> list[bytes]:
