@@ -2,7 +2,8 @@
 
 ``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py);
 ``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py);
-``python -m bench grammar`` json_schema-constrained streams beside free ones (bench/grammar.py).
+``python -m bench grammar`` json_schema-constrained streams beside free ones (bench/grammar.py);
+``python -m bench long-context`` decoding after a 4k-token prompt (bench/long_context.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.grammar import run_grammar
+from bench.long_context import run_long_context
 from bench.report import render, write_json
 from bench.slow_media import run_slow_media
 from bench.soak import run_soak
@@ -152,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_slow_media(argv[1:])
         if argv[:1] == ["grammar"]:
             return run_grammar(argv[1:])
+        if argv[:1] == ["long-context"]:
+            return run_long_context(argv[1:])
         return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)

@@ -89,3 +89,36 @@ def test_leaving_rows_trim_the_padding_nobody_needs() -> None:
     batch.keep([0])
     assert (batch.rows, batch.columns) == (1, 2)
     assert batch.attention_mask is not None and batch.attention_mask.tolist() == [[1, 1]]
+
+
+def test_decoding_steps_write_in_place_and_match_concatenation() -> None:
+    """A step appends one column without copying the cache; the content is what cat gives."""
+    batch = PaddedBatch()
+    batch.add(prefilled(5, seed=1), 5, CPU)
+    batch.add(prefilled(3, seed=2), 3, CPU)
+    assert batch.cache is not None
+    expected = [(layer.keys.clone(), layer.values.clone()) for layer in dynamic_layers(batch.cache)]  # type: ignore[union-attr]
+    first_layer = dynamic_layers(batch.cache)[0]
+    assert first_layer.keys is not None
+    storage = first_layer.keys.untyped_storage().data_ptr()
+    moved = 0
+    for step in range(300):  # past the first buffer's room: it regrows once or twice
+        mask = batch.extend_mask()
+        assert mask.shape == (2, 6 + step) and bool(mask[:, -1].all())
+        for position, layer in enumerate(dynamic_layers(batch.cache)):
+            column = torch.full((2, HEADS, 1, HEAD_DIM), float(step))
+            keys, values = layer.update(column, -column)
+            old_keys, old_values = expected[position]
+            expected[position] = (
+                torch.cat([old_keys, column], dim=2),
+                torch.cat([old_values, -column], dim=2),
+            )
+            assert torch.equal(keys, expected[position][0]) and torch.equal(values, expected[position][1])
+        pointer = dynamic_layers(batch.cache)[0].keys.untyped_storage().data_ptr()  # type: ignore[union-attr]
+        moved += pointer != storage
+        storage = pointer
+    assert 1 <= moved <= 3  # reallocated only when full, not at every step
+    assert batch.attention_mask is not None and bool((batch.attention_mask[1, :2] == 0).all())
+    batch.keep([1])
+    assert batch.columns == 3 + 300  # the padding no row needs is trimmed
+    assert torch.equal(dynamic_layers(batch.cache)[0].keys[0], expected[0][0][1, :, 2:])  # type: ignore[index]
