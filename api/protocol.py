@@ -48,6 +48,20 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 
 
+def refuse_unsupported(
+    extra: dict[str, Any] | None, names: tuple[str, ...], neutral: dict[str, tuple[Any, ...]]
+) -> None:
+    """A 400 naming the first unsupported field that asks for something."""
+    for name in names:
+        value = (extra or {}).get(name)
+        if value is not None and value not in neutral.get(name, ()):
+            raise BadRequest(
+                f"The parameter '{name}' is not supported by this server.",
+                param=name,
+                code="unsupported_parameter",
+            )
+
+
 class RequestPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
@@ -115,14 +129,7 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _refuse_unsupported_fields(self) -> ChatCompletionRequest:
-        for name in UNSUPPORTED_FIELDS:
-            value = (self.model_extra or {}).get(name)
-            if value is not None and value not in NEUTRAL_VALUES.get(name, ()):
-                raise BadRequest(
-                    f"The parameter '{name}' is not supported by this server.",
-                    param=name,
-                    code="unsupported_parameter",
-                )
+        refuse_unsupported(self.model_extra, UNSUPPORTED_FIELDS, NEUTRAL_VALUES)
         if self.top_logprobs and not self.logprobs:
             raise BadRequest("'top_logprobs' needs 'logprobs' set to true.", param="top_logprobs")
         if self.tool_choice not in (None, "none", "auto") and not self.tools:

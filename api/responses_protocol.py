@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.errors import BadRequest
-from api.protocol import ChatCompletionRequest
+from api.protocol import ChatCompletionRequest, refuse_unsupported
 from shared.responses import ResponseSpec
 
 # Fields this server does not honour: a 400 naming them (when they ask for something).
@@ -63,14 +63,7 @@ class ResponsesRequest(BaseModel):
     thinking_token_budget: int | None = Field(None, ge=0)
 
     def refuse_unsupported(self) -> None:
-        for name in UNSUPPORTED_FIELDS:
-            value = (self.model_extra or {}).get(name)
-            if value is not None and value not in NEUTRAL_VALUES.get(name, ()):
-                raise BadRequest(
-                    f"The parameter '{name}' is not supported by this server.",
-                    param=name,
-                    code="unsupported_parameter",
-                )
+        refuse_unsupported(self.model_extra, UNSUPPORTED_FIELDS, NEUTRAL_VALUES)
         if self.truncation not in (None, "disabled", "auto"):
             raise BadRequest("'truncation' must be 'auto' or 'disabled'.", param="truncation")
         if self.background and not self.store:

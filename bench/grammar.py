@@ -17,14 +17,13 @@ import logging
 import os
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from bench.load import Target, measure_server
 from bench.results import ServerResult
-from bench.stack import Placement, our_stack, ours_extra_body
+from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
 from bench.workload import DEFAULT_PROMPT, Workload
-from tests.processes import LOG_DIR, TINY_MODEL_DIR
+from tests.processes import LOG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--levels", default="1,16", help="comma-separated concurrency levels (default 1,16)")
     add("--requests", type=int, default=32, help="requests per level, at least c (default 32)")
     add("--max-tokens", type=int, default=64, help="output tokens per request (default 64)")
-    add("--model", type=Path, default=TINY_MODEL_DIR, help="checkpoint directory (default: the tiny one)")
-    add("--device", default="cpu")
-    add("--dtype", default="float32")
-    add("--threads", type=int, default=1, help="OMP threads of the worker (default 1)")
-    add("--json", type=Path, metavar="PATH", help="also write the figures as JSON to this path")
+    add_placement_args(parser)
     return parser.parse_args(argv)
 
 
@@ -86,7 +81,7 @@ def render(free: ServerResult, constrained: ServerResult, settings: dict[str, An
 def run_grammar(argv: list[str]) -> int:
     args = parse_args(argv)
     levels = [int(level) for level in args.levels.split(",")]
-    placement = Placement(args.model, args.device, args.dtype, args.threads)
+    placement = placement_of(args)
     workload = Workload(DEFAULT_PROMPT, args.max_tokens, temperature=1.0)
     settings = {
         "model": args.model.name,

@@ -14,14 +14,13 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from bench.load import Target, measure_server
 from bench.results import LevelResult
-from bench.stack import Placement, our_stack, ours_extra_body
+from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
 from bench.workload import Workload
-from tests.processes import LOG_DIR, TINY_MODEL_DIR
+from tests.processes import LOG_DIR
 
 # Each word is one token of Qwen's tokenizer (with its leading space).
 FILLER_WORD = " lighthouse"
@@ -43,11 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--long", type=int, default=4096, help="prompt tokens of the long prompt (default 4096)")
     add("--max-tokens", type=int, default=256, help="output tokens per request (default 256)")
     add("--requests", type=int, default=4, help="requests per prompt (default 4)")
-    add("--model", type=Path, default=TINY_MODEL_DIR, help="checkpoint directory (default: the tiny one)")
-    add("--device", default="cpu")
-    add("--dtype", default="float32")
-    add("--threads", type=int, default=1, help="OMP threads of the worker (default 1)")
-    add("--json", type=Path, metavar="PATH", help="also write the figures as JSON to this path")
+    add_placement_args(parser)
     return parser.parse_args(argv)
 
 
@@ -58,7 +53,7 @@ def decode_rate(level: LevelResult) -> float:
 
 def run_long_context(argv: list[str]) -> int:
     args = parse_args(argv)
-    placement = Placement(args.model, args.device, args.dtype, args.threads)
+    placement = placement_of(args)
     results: dict[str, LevelResult] = {}
     with our_stack(placement, max_batch=4) as stack:
         for name, tokens in (("short", args.short), ("long", args.long)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 
 from bench.load import Target
 from bench.workload import Workload
-from tests.processes import Gateway, RedisServer, Worker, stack_env
+from tests.processes import TINY_MODEL_DIR, Gateway, RedisServer, Worker, stack_env
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,20 @@ class OurStack:
 def ours_extra_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
     # The API cannot disable the end-of-sequence stop; output is counted from usage instead.
     return {"top_k": workload.top_k, "stream_options": {"include_usage": True}}
+
+
+def add_placement_args(parser: argparse.ArgumentParser) -> None:
+    """The options that say where the model runs, for the benchmarks with a stack of their own."""
+    add = parser.add_argument
+    add("--model", type=Path, default=TINY_MODEL_DIR, help="checkpoint directory (default: the tiny one)")
+    add("--device", default="cpu")
+    add("--dtype", default="float32")
+    add("--threads", type=int, default=1, help="OMP threads of the worker (default 1)")
+    add("--json", type=Path, metavar="PATH", help="also write the figures as JSON to this path")
+
+
+def placement_of(args: argparse.Namespace) -> Placement:
+    return Placement(args.model, args.device, args.dtype, args.threads)
 
 
 @contextlib.contextmanager
