@@ -57,6 +57,12 @@ class RowSampling:
     seed: int | None = None
     prompt_ids: list[int] = field(default_factory=list)  # for the repetition penalty
     _prompt_mask: torch.Tensor | None = None  # [vocab] bool, built at first use
+    # Counts of the generated ids, kept up to date one token at a time: rebuilding them
+    # from the whole history at every step costs O(length) per step.
+    _counts: torch.Tensor | None = None  # [vocab] long
+    _history: Sequence[int] | None = None  # the history list the counts are of...
+    _counted: int = 0  # ...and how many of its tokens they hold
+    _bias: tuple[torch.Tensor, torch.Tensor] | None = None  # logit_bias as (ids, values)
 
     @property
     def greedy(self) -> bool:
@@ -142,23 +148,55 @@ def _prompt_mask(row: RowSampling, vocab: int, device: torch.device) -> torch.Te
     return row._prompt_mask
 
 
+def _bias_of(row: RowSampling, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    if row._bias is None:
+        ids = torch.tensor(list(row.logit_bias), dtype=torch.long, device=device)
+        row._bias = ids, torch.tensor(list(row.logit_bias.values()), dtype=torch.float32, device=device)
+    return row._bias
+
+
+def _output_counts(
+    row: RowSampling, history: Sequence[int], vocab: int, device: torch.device
+) -> torch.Tensor:
+    """The row's generated-id counts for ``history``, adding only the tokens new since last time.
+
+    A sequence's history is one list that only grows, so the counts are kept for that list
+    object; any other history is counted afresh.
+    """
+    known = row._counted
+    if row._counts is None or row._history is not history or len(history) < known:
+        row._counts = torch.zeros(vocab, dtype=torch.long, device=device)
+        row._history, known = history, 0
+    new = [token for token in history[known:] if 0 <= token < vocab]
+    if new:
+        ids = torch.tensor(new, dtype=torch.long, device=device)
+        row._counts.index_add_(0, ids, torch.ones_like(ids))
+    row._counted = len(history)
+    return row._counts
+
+
 def _adjust(logits: torch.Tensor, rows: list[RowSampling], histories: Sequence[Sequence[int]]) -> None:
-    """Logit bias, then penalties, in place; only the rows that ask for them pay."""
+    """Logit bias, then penalties, in place; only the rows that ask for them pay.
+
+    Both are one tensor operation for all the rows that use them: the bias of every row
+    is one indexed add, and the penalties work on counts each row keeps up to date.
+    """
     device, vocab = logits.device, logits.shape[1]
-    for index, row in enumerate(rows):
-        if row.logit_bias:
-            ids = torch.tensor(list(row.logit_bias), device=device)
-            logits[index, ids] += torch.tensor(list(row.logit_bias.values()), device=device)
+    biased = [i for i, row in enumerate(rows) if row.logit_bias]
+    if biased:
+        pairs = [_bias_of(rows[i], device) for i in biased]
+        row_index = torch.cat([torch.full_like(ids, i) for i, (ids, _) in zip(biased, pairs, strict=True)])
+        ids = torch.cat([ids for ids, _ in pairs])
+        values = torch.cat([values for _, values in pairs]).to(logits.dtype)
+        logits.index_put_((row_index, ids), values, accumulate=True)
     penalised = [i for i, row in enumerate(rows) if row.penalised]
     if not penalised:
         return
     chosen = [rows[i] for i in penalised]
-    longest = max(len(histories[i]) for i in penalised)
-    padded = [list(histories[i]) + [-1] * (longest - len(histories[i])) for i in penalised]
     logits[penalised] = apply_penalties(
         logits[penalised],
         torch.stack([_prompt_mask(row, vocab, device) for row in chosen]),
-        token_counts(torch.tensor(padded, dtype=torch.long, device=device), vocab),
+        torch.stack([_output_counts(rows[i], histories[i], vocab, device) for i in penalised]),
         torch.tensor([row.presence_penalty for row in chosen], device=device),
         torch.tensor([row.frequency_penalty for row in chosen], device=device),
         torch.tensor([row.repetition_penalty for row in chosen], device=device),

@@ -145,3 +145,31 @@ def test_plain_sampling_over_a_real_size_vocabulary_follows_the_softmax(seeded_r
     observed = counts[top] / counts.sum()
     total_variation = float((observed - expected[top]).abs().sum() / 2)
     assert total_variation < 0.03, total_variation
+
+
+def test_penalties_on_a_growing_history_match_a_fresh_count_at_every_step() -> None:
+    """The counts kept step by step give the tokens that counting the whole history gives."""
+    torch.manual_seed(3)
+    vocab, steps = 50, 40
+    logits = torch.randn(steps, vocab) * 3
+
+    def row() -> RowSampling:
+        return RowSampling(
+            temperature=0.0,
+            top_p=1.0,
+            top_k=0,
+            presence_penalty=1.5,
+            frequency_penalty=0.7,
+            repetition_penalty=1.3,
+            logit_bias={7: 2.0, 9: -1.0},
+            prompt_ids=[1, 2, 3],
+        )
+
+    kept, fresh = row(), row()
+    growing: list[int] = []
+    for step in range(steps):
+        token = sample_next(logits[step : step + 1].clone(), [kept], [growing])[0]
+        again = sample_next(logits[step : step + 1].clone(), [fresh], [list(growing)])[0]
+        assert token == again
+        growing.append(token)
+    assert len(set(growing)) > 5  # the penalties pushed it around the vocabulary
