@@ -23,7 +23,7 @@ from bench.workload import Workload
 from tests.processes import LOG_DIR
 
 # Each word is one token of Qwen's tokenizer (with its leading space).
-FILLER_WORD = " lighthouse"
+FILLER_WORD = " the"
 NO_EOS = {"151643": -100, "151645": -100}
 
 
