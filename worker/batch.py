@@ -115,10 +115,19 @@ class PaddedBatch:
     def columns(self) -> int:
         return 0 if self.attention_mask is None else self.attention_mask.shape[1]
 
-    def add(self, cache: DynamicCache, length: int, device: torch.device, copies: int = 1) -> None:
+    def add(
+        self,
+        cache: DynamicCache,
+        length: int,
+        device: torch.device,
+        copies: int = 1,
+        mask: torch.Tensor | None = None,
+    ) -> None:
         """Append a prefilled single-sequence cache as the last row(s); all or nothing.
 
         ``copies`` rows share the prefill (the choices of one request): each gets its copy.
+        A cache of several prefilled rows comes with its ``mask`` ([rows, length], 0 on
+        their left padding).
 
         The layers are joined one at a time, each replacing its old tensors at once, so
         the memory this needs beyond the batch is one layer's, not the whole cache twice.
@@ -126,7 +135,8 @@ class PaddedBatch:
         back to their old rows and columns (views, which allocate nothing): the batch is
         left exactly as it was and the caller fails only the new sequence.
         """
-        mask = torch.ones(copies, length, dtype=torch.long, device=device)
+        if mask is None:
+            mask = torch.ones(copies, length, dtype=torch.long, device=device)
         if copies > 1:
             for new_layer in dynamic_layers(cache):
                 keys, values = _tensors(new_layer)

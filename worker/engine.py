@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -54,6 +54,14 @@ def public_failure(error: BaseException) -> GenerationFailed:
     """What the job reports for a failure; the error itself is logged, not passed on."""
     out_of_memory = isinstance(error, torch.OutOfMemoryError | MemoryError)
     return GenerationFailed("out_of_memory" if out_of_memory else "generation_failed")
+
+
+def batchable(group: list[Sequence]) -> bool:
+    """A request whose prompt can be prefilled beside others: one fresh choice, text only."""
+    if len(group) != 1 or group[0].generated:
+        return False
+    inputs = group[0].inputs
+    return prefill_kind(inputs) == "text" and inputs["input_ids"].shape[0] == 1
 
 
 def prefill_kind(inputs: Any) -> str:
@@ -92,6 +100,8 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._active: list[Sequence] = []
         self._batch = PaddedBatch()
+        # Most text prompts prefilled in one forward pass (1: each on its own).
+        self.max_prefill_rows = 16
 
     def start(self) -> None:
         self._thread.start()
@@ -181,31 +191,46 @@ class Engine:
         """Prefill waiting sequences, in order, while the batch has room; true if any joined."""
         self._take_pending(block=not self._active and not self._waiting)
         admitted = False
+        # Text prompts that arrive together are prefilled together, in one forward pass.
+        texts: list[Sequence] = []
         while self._waiting:
             group = self._waiting[0]
             # Alone it always goes in: the verdict refused what cannot fit even then.
-            if self._active and not self._has_room_for(group):
+            if (self._active or texts) and not self._has_room_for(group, texts):
                 break
             self._waiting.popleft()
-            try:
-                self._prefill(group)
-            except Exception as error:  # this request alone fails; the batch is untouched
-                log.exception("prefill failed for session %s", group[0].writer.session_id)
-                for sequence in group:
-                    sequence.fail(public_failure(error))
+            if batchable(group) and len(texts) < self.max_prefill_rows:
+                texts.append(group[0])
                 continue
-            admitted = True
+            admitted |= self._prefill_or_fail(texts, self._prefill_texts)
+            texts = []
+            admitted |= self._prefill_or_fail(group, self._prefill)
+        admitted |= self._prefill_or_fail(texts, self._prefill_texts)
         return admitted
 
-    def _has_room_for(self, group: list[Sequence]) -> bool:
-        """Whether the batch, with these rows, stays within MAX_BATCH and the KV budget.
+    def _prefill_or_fail(self, rows: list[Sequence], prefill: Callable[[list[Sequence]], None]) -> bool:
+        """Prefill the rows; a failure fails them alone (the batch is untouched)."""
+        if not rows:
+            return False
+        try:
+            prefill(rows)
+        except Exception as error:
+            log.exception("prefill failed for session(s) %s", ", ".join(s.writer.session_id for s in rows))
+            for sequence in rows:
+                sequence.fail(public_failure(error))
+            return False
+        return True
+
+    def _has_room_for(self, group: list[Sequence], joining: list[Sequence] | None = None) -> bool:
+        """Whether the batch, with these rows (and those joining with them), stays within
+        MAX_BATCH and the KV budget.
 
         The batch is left-padded, so it costs rows x its longest row; rows are counted at
         their full length (prompt and completion budget), which they may all reach.
         """
-        rows = len(self._active) + len(group)
-        longest = max(s.reserved_tokens for s in self._active + group)
-        return rows <= self._max_batch and self._kv.fits(rows, longest)
+        members = self._active + (joining or []) + group
+        longest = max(s.reserved_tokens for s in members)
+        return len(members) <= self._max_batch and self._kv.fits(len(members), longest)
 
     def _check_waiting(self) -> None:
         """Let sequences waiting for room leave as soon as they are cancelled or lost.
@@ -242,6 +267,46 @@ class Engine:
             return positions  # type: ignore[no-any-return]
         length = input_ids.shape[1]
         return torch.arange(length, device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
+
+    def _prefill_texts(self, rows: list[Sequence]) -> None:
+        """Prefill text prompts together: left-padded to the longest, as the batch is."""
+        if len(rows) == 1:
+            self._prefill_rows(rows)
+            return
+        device = self._loaded.device
+        lengths = [int(s.inputs["input_ids"].shape[1]) for s in rows]
+        width = max(lengths)
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        for row, (sequence, length) in enumerate(zip(rows, lengths, strict=True)):
+            input_ids[row, width - length :] = sequence.inputs["input_ids"][0]
+            mask[row, width - length :] = 1
+        # Each row counts its positions from its first real token, whatever its padding.
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        started = time.perf_counter()
+        try:
+            output = self._loaded.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions.unsqueeze(0).expand(3, -1, -1),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self._batch.add(output.past_key_values, width, device, mask=mask)
+        except Exception:
+            # Nothing was sampled and the batch is as it was: one by one, so that a request
+            # that cannot be prefilled (or joined) fails alone.
+            log.warning("prefilling %d prompts together failed; prefilling them one by one", len(rows))
+            for sequence in rows:
+                self._prefill_or_fail([sequence], self._prefill_rows)
+            return
+        metrics.PREFILL.labels("text").observe(time.perf_counter() - started)
+        metrics.PROMPT_TOKENS.inc(sum(lengths))
+        for sequence, length in zip(rows, lengths, strict=True):
+            sequence.next_position = length
+            sequence.inputs = None
+        self._active.extend(rows)
+        self._sample(output.logits[:, -1], rows)
 
     def _prefill(self, group: list[Sequence]) -> None:
         """Prefill a request's rows and add them to the batch.

@@ -177,12 +177,17 @@ class RecordingEngine(Engine):
     ) -> None:
         super().__init__(loaded, connection, max_batch=8)
         self.widths: list[int] = []
+        self.prefilled_together: list[int] = []  # rows of each prefill of text prompts
         if batch is not None:
             self._batch = batch
 
     def _decode_step(self) -> None:
         self.widths.append(len(self._active))
         super()._decode_step()
+
+    def _prefill_texts(self, rows: list[Sequence]) -> None:
+        self.prefilled_together.append(len(rows))
+        super()._prefill_texts(rows)
 
     def run_in_order(self, pool: ThreadPoolExecutor, sequences: list[Sequence]) -> list[Future[Outcome]]:
         """Hand the sequences over in this order before starting: it finds them all waiting."""
@@ -242,6 +247,8 @@ def test_requests_wait_for_kv_room_and_are_all_served(
     finally:
         engine.stop()
     assert max(engine.widths) == widest_step
+    # Prompts that arrive together are prefilled together, when the KV budget has room.
+    assert engine.prefilled_together == [widest_step] * (2 // widest_step)
     for request, sequence, outcome in zip(requests, sequences, outcomes, strict=True):
         assert outcome.finish_reason == "length"
         assert sequence.generated == reference_tokens(loaded, request)
@@ -293,6 +300,8 @@ def test_a_failing_prefill_fails_only_its_request(
             assert good_future.result(timeout=60).finish_reason == "length"
     finally:
         engine.stop()
+    # Tried together first; when that failed, one by one, so that only the bad one failed.
+    assert engine.prefilled_together == [2]
     assert good.generated == reference_tokens(loaded, good_job)
 
 
@@ -303,13 +312,20 @@ class FailingJoin(PaddedBatch):
         super().__init__()
         self.joins, self.fail_at = 0, fail_at
 
-    def add(self, cache: DynamicCache, length: int, device: torch.device, copies: int = 1) -> None:
+    def add(
+        self,
+        cache: DynamicCache,
+        length: int,
+        device: torch.device,
+        copies: int = 1,
+        mask: torch.Tensor | None = None,
+    ) -> None:
         self.joins += 1
         if self.joins == self.fail_at:
             last = dynamic_layers(cache)[-1]
             assert last.keys is not None
             last.keys = last.keys[:, :1]  # one KV head too few: the last layer cannot join
-        super().add(cache, length, device, copies)
+        super().add(cache, length, device, copies, mask)
 
 
 def test_a_failed_join_fails_only_the_joining_request(
@@ -318,6 +334,7 @@ def test_a_failed_join_fails_only_the_joining_request(
     requests = [job(text, 30, temperature=0.0, logit_bias=no_eos(loaded)) for text in PROMPTS]
     sequences = [sequence_for(request) for request in requests]
     engine = RecordingEngine(loaded, connection, batch=FailingJoin(fail_at=2))
+    engine.max_prefill_rows = 1  # each request joins on its own: the second join fails
     try:
         with ThreadPoolExecutor(len(sequences)) as pool:
             first, failed, third = engine.run_in_order(pool, sequences)
