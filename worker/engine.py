@@ -1,9 +1,10 @@
 """The decoding engine: one thread that runs the model for every job of the worker.
 
 Jobs hand their prepared prompt to the engine and wait. The engine admits new sequences
-between decoding steps (continuous batching): each is prefilled on its own (text or
-images and video alike), then joins the running batch, and every step decodes one token
-for all of them at once. A sequence that finishes or is cancelled leaves the batch
+between decoding steps (continuous batching): text prompts that are waiting together are
+prefilled together in one forward pass (left-padded, as the batch is), a prompt with
+images or video on its own, and the n choices of one request share one prefill; then
+they join the running batch, and every step decodes one token for all of them at once. A sequence that finishes or is cancelled leaves the batch
 without disturbing the others. After every step the events of all sequences, and the
 reads of their cancel flags, go to Redis in one round trip.
 
@@ -11,7 +12,8 @@ A sequence joins only when its whole length (prompt and completion budget) fits 
 KV cache budget beside the others (worker.kv_budget); until then it waits, in arrival
 order: the first in line is never overtaken, so it joins at the latest once the batch
 has emptied, which the verdict made sure is enough. A failure while prefilling one
-sequence (out of memory, say) fails that sequence alone; the batch goes on.
+sequence (out of memory, say) fails that sequence alone; the batch goes on (prompts
+prefilled together are prefilled again one by one when their joint prefill fails).
 """
 
 from __future__ import annotations
