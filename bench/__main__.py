@@ -3,7 +3,8 @@
 ``python -m bench soak`` instead runs the fault-injection soak (bench/soak.py);
 ``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py);
 ``python -m bench grammar`` json_schema-constrained streams beside free ones (bench/grammar.py);
-``python -m bench long-context`` decoding after a 4k-token prompt (bench/long_context.py).
+``python -m bench long-context`` decoding after a 4k-token prompt (bench/long_context.py);
+``python -m bench media-itl`` text streams' pace while media requests arrive (bench/media_itl.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import FrameType
 
 from bench.grammar import run_grammar
 from bench.long_context import run_long_context
+from bench.media_itl import run_media_itl
 from bench.report import render, write_json
 from bench.slow_media import run_slow_media
 from bench.soak import run_soak
@@ -156,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_grammar(argv[1:])
         if argv[:1] == ["long-context"]:
             return run_long_context(argv[1:])
+        if argv[:1] == ["media-itl"]:
+            return run_media_itl(argv[1:])
         return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)

@@ -1,0 +1,140 @@
+"""``python -m bench media-itl``: running text streams' pace while image and video requests arrive.
+
+One stack (redis-server, a gateway, a worker). Phase A: 15 clients stream 256-token text
+answers one after another for ``--seconds``. Phase B: the same load while a request with
+a 16-frame video (``--frames``), then one with an image, arrives every ``--every``
+seconds. The inter-token latency of the text streams is reported per phase (p50, p99):
+a prompt with images or video is prefilled in one piece between decoding steps, so every
+running stream waits for it; the issue's target is p99 <= 3x p50 in phase B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from bench.load import Stream, Target, stream_once
+from bench.sse import http_client
+from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
+from bench.workload import DEFAULT_PROMPT, Workload
+from tests.media import data_uri, image_bytes, video_bytes
+from tests.processes import LOG_DIR
+
+NO_EOS = {"151643": -100, "151645": -100}
+
+
+def body(workload: Workload, max_tokens: int) -> dict[str, Any]:
+    return {**ours_extra_body(workload, max_tokens), "logit_bias": NO_EOS}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench media-itl", description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--clients", type=int, default=15, help="text streams running at once (default 15)")
+    add("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    add("--every", type=float, default=2.0, help="seconds between media requests in phase B (default 2)")
+    add("--frames", type=int, default=16, help="frames of the video (default 16)")
+    add("--max-tokens", type=int, default=256, help="output tokens of each text stream (default 256)")
+    add_placement_args(parser)
+    return parser.parse_args(argv)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+def intervals_ms(streams: list[Stream]) -> list[float]:
+    return [
+        (later - earlier) * 1000
+        for stream in streams
+        if stream.ok
+        for earlier, later in itertools.pairwise(stream.token_times)
+    ]
+
+
+async def text_load(
+    client: httpx.AsyncClient, target: Target, workload: Workload, clients: int, seconds: float
+) -> list[Stream]:
+    deadline = time.perf_counter() + seconds
+    streams: list[Stream] = []
+
+    async def user() -> None:
+        while time.perf_counter() < deadline:
+            streams.append(await stream_once(client, target, workload, workload.max_tokens))
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(clients):
+            group.create_task(user())
+    return streams
+
+
+async def media_arrivals(
+    client: httpx.AsyncClient, url: str, seconds: float, every: float, frames: int
+) -> list[str]:
+    """Send media requests, alternately video and image, until ``seconds`` have passed."""
+    video = data_uri(video_bytes(frames=frames, size=(320, 240)), "video/mp4")
+    image = data_uri(image_bytes(size=(640, 480)), "image/png")
+    parts = itertools.cycle(
+        [
+            {"type": "video_url", "video_url": {"url": video}},
+            {"type": "image_url", "image_url": {"url": image}},
+        ]
+    )
+    deadline = time.perf_counter() + seconds
+    outcomes: list[str] = []
+    pending = []
+    while time.perf_counter() < deadline:
+        content = [next(parts), {"type": "text", "text": "Describe it."}]
+        request = {"messages": [{"role": "user", "content": content}], "max_tokens": 8}
+        pending.append(asyncio.create_task(client.post(f"{url}/v1/chat/completions", json=request)))
+        await asyncio.sleep(every)
+    for task in pending:
+        response = await task
+        outcomes.append("ok" if response.status_code == 200 else f"HTTP {response.status_code}")
+    return outcomes
+
+
+async def measure(url: str, args: argparse.Namespace) -> tuple[list[Stream], list[Stream], list[str]]:
+    workload = Workload(DEFAULT_PROMPT, args.max_tokens, temperature=0.0)
+    target = Target("text", url, "bench", body)
+    async with http_client(args.clients + 32, 600.0) as client:
+        await stream_once(client, target, workload, 8)  # warm-up
+        alone = await text_load(client, target, workload, args.clients, args.seconds)
+        beside, media = await asyncio.gather(
+            text_load(client, target, workload, args.clients, args.seconds),
+            media_arrivals(client, url, args.seconds, args.every, args.frames),
+        )
+    return alone, beside, media
+
+
+def run_media_itl(argv: list[str]) -> int:
+    args = parse_args(argv)
+    with our_stack(placement_of(args), max_batch=args.clients + 4) as stack:
+        alone, beside, media = asyncio.run(measure(stack.gateway.url, args))
+    settings = (
+        f"{args.model.name}, {args.device}, {args.dtype}, {args.threads} thread(s), {os.cpu_count()} CPUs"
+    )
+    print(
+        f"# Text streams' pace beside media requests: {args.clients} clients, "
+        f"{args.max_tokens}-token greedy streams, {args.seconds:g} s a phase; {settings}\n"
+    )
+    print("| phase | streams ok | ITL p50 ms | ITL p99 ms | p99 / p50 |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, streams in (
+        ("A: text only", alone),
+        (f"B: + a {args.frames}-frame video or an image every {args.every:g} s", beside),
+    ):
+        itls = intervals_ms(streams)
+        p50, p99 = percentile(itls, 0.5), percentile(itls, 0.99)
+        print(f"| {name} | {sum(s.ok for s in streams)} | {p50:.1f} | {p99:.1f} | {p99 / p50:.1f} |")
+    print(f"\nmedia requests in phase B: {len(media)}, ok {media.count('ok')}")
+    print(f"process logs: {LOG_DIR}", file=sys.stderr)
+    return 0
