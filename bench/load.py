@@ -175,6 +175,15 @@ async def run_for(
 ) -> LevelResult:
     """Closed loop for a fixed time: each user starts requests until ``seconds`` have passed;
     the requests under way then are waited for and counted."""
+    return summarise(
+        concurrency, await closed_loop(client, target, workload, concurrency, seconds), prefix_chunks
+    )
+
+
+async def closed_loop(
+    client: httpx.AsyncClient, target: Target, workload: Workload, concurrency: int, seconds: float
+) -> list[Stream]:
+    """``concurrency`` users each streaming one request after another until ``seconds`` have passed."""
     deadline = time.perf_counter() + seconds
     streams: list[Stream] = []
 
@@ -185,7 +194,7 @@ async def run_for(
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(user())
-    return summarise(concurrency, streams, prefix_chunks)
+    return streams
 
 
 async def count_prefix_chunks(client: httpx.AsyncClient, target: Target, workload: Workload) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.load import Stream, Target, stream_once
+from bench.load import Stream, Target, closed_loop, stream_once
 from bench.sse import http_client
 from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
 from bench.workload import DEFAULT_PROMPT, Workload
@@ -60,22 +60,6 @@ def intervals_ms(streams: list[Stream]) -> list[float]:
     ]
 
 
-async def text_load(
-    client: httpx.AsyncClient, target: Target, workload: Workload, clients: int, seconds: float
-) -> list[Stream]:
-    deadline = time.perf_counter() + seconds
-    streams: list[Stream] = []
-
-    async def user() -> None:
-        while time.perf_counter() < deadline:
-            streams.append(await stream_once(client, target, workload, workload.max_tokens))
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(clients):
-            group.create_task(user())
-    return streams
-
-
 async def media_arrivals(
     client: httpx.AsyncClient, url: str, seconds: float, every: float, frames: int
 ) -> list[str]:
@@ -107,9 +91,9 @@ async def measure(url: str, args: argparse.Namespace) -> tuple[list[Stream], lis
     target = Target("text", url, "bench", body)
     async with http_client(args.clients + 32, 600.0) as client:
         await stream_once(client, target, workload, 8)  # warm-up
-        alone = await text_load(client, target, workload, args.clients, args.seconds)
+        alone = await closed_loop(client, target, workload, args.clients, args.seconds)
         beside, media = await asyncio.gather(
-            text_load(client, target, workload, args.clients, args.seconds),
+            closed_loop(client, target, workload, args.clients, args.seconds),
             media_arrivals(client, url, args.seconds, args.every, args.frames),
         )
     return alone, beside, media
