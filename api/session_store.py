@@ -112,28 +112,34 @@ class SessionStore:
     async def cancel(self, session: SessionInfo) -> SessionStatus | None:
         """Request a cancel; returns the status the session had, None if it is gone."""
         session_id = session.session_id
-        role_event, finish_event, ttl = await self._cancel_events(session)
+        role_events, finish_events, ttl = await self._cancel_events(session)
         call = Cancel(
             session_id,
             flag_seconds=self._settings.session_keep_seconds,
             ttl=ttl,
             usage_json=dumps(empty_usage()),
-            role_event=role_event,
-            finish_event=finish_event,
+            role_events=role_events,
+            finish_events=finish_events,
         )
         status = await self._scripts.run(call)
         return SessionStatus(status) if status else None
 
-    async def _cancel_events(self, session: SessionInfo) -> tuple[str, str, int]:
-        """The first and last events of a session cancelled while queued, and its TTL."""
+    async def _cancel_events(self, session: SessionInfo) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+        """The first and last events of a session cancelled while queued, and its TTL.
+
+        A chat session gets a role chunk and a finish chunk for each of its n choices.
+        """
         client_id = keys.client_session_id(session.session_id)
         payload = await self.job_payload(session.session_id) or {}
         ttl = int(payload.get("ttl_seconds") or self._settings.sessions_ttl_seconds)
         if payload.get("api") == "responses":
             spec = ResponseSpec.model_validate(payload.get("response") or {})
-            return (*cancelled_response_events(client_id, session.model, session.created, spec), ttl)
+            created, ended = cancelled_response_events(client_id, session.model, session.created, spec)
+            return (created,), (ended,), ttl
         chunks = ChunkWriter(client_id, session.model, session.created)
-        return chunks.role(), chunks.finish("cancelled"), ttl
+        choices = [chunks.for_choice(index) for index in range(int(payload.get("n") or 1))]
+        roles = tuple(choice.role() for choice in choices)
+        return roles, tuple(choice.finish("cancelled") for choice in choices), ttl
 
     async def mark_background(self, session_id: str) -> None:
         """A background response: auto-cancel leaves it running when nobody follows it."""

@@ -141,9 +141,10 @@ if not status then return false end
 if not is_open(status) then return status end
 redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
 if status == 'queued' then
-  -- A session queued again after a worker died has already sent its role chunk.
-  local first = 5
-  if redis.call('XLEN', KEYS[2]) > 0 then first = 6 end
+  -- ARGV[5] role events follow it, then the finish events. A session queued again after
+  -- a worker died has already sent its role chunks.
+  local first = 6
+  if redis.call('XLEN', KEYS[2]) > 0 then first = 6 + tonumber(ARGV[5]) end
   end_session('cancelled', {'finish_reason', 'cancelled', 'usage', ARGV[4]}, ARGV[2], ARGV[3], first)
 end
 return status
@@ -402,8 +403,10 @@ class Cancel(SessionCall[str | None]):
     flag_seconds: int
     ttl: int
     usage_json: str
-    role_event: str
-    finish_event: str
+    # The first and the last events of a session cancelled while queued: with n choices,
+    # one role chunk and one finish chunk per choice.
+    role_events: tuple[str, ...]
+    finish_events: tuple[str, ...]
 
     def args(self) -> list[ScriptArg]:
         return [
@@ -411,8 +414,9 @@ class Cancel(SessionCall[str | None]):
             self.ttl,
             self.session_id,
             self.usage_json,
-            self.role_event,
-            self.finish_event,
+            len(self.role_events),
+            *self.role_events,
+            *self.finish_events,
         ]
 
     def parse(self, reply: Any) -> str | None:

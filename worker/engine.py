@@ -4,9 +4,10 @@ Jobs hand their prepared prompt to the engine and wait. The engine admits new se
 between decoding steps (continuous batching): text prompts that are waiting together are
 prefilled together in one forward pass (left-padded, as the batch is), a prompt with
 images or video on its own, and the n choices of one request share one prefill; then
-they join the running batch, and every step decodes one token for all of them at once. A sequence that finishes or is cancelled leaves the batch
-without disturbing the others. After every step the events of all sequences, and the
-reads of their cancel flags, go to Redis in one round trip.
+they join the running batch, and every step decodes one token for all of them at once.
+A sequence that finishes or is cancelled leaves the batch without disturbing the others.
+After every step the events of all sequences, and the reads of their cancel flags, go to
+Redis in one round trip.
 
 A sequence joins only when its whole length (prompt and completion budget) fits in the
 KV cache budget beside the others (worker.kv_budget); until then it waits, in arrival

@@ -280,7 +280,9 @@ def test_a_request_waiting_for_room_can_be_cancelled(
 
 
 def cancel(connection: redis.Redis, session_id: str) -> None:
-    call = Cancel(session_id, flag_seconds=60, ttl=60, usage_json=dumps({}), role_event="", finish_event="")
+    call = Cancel(
+        session_id, flag_seconds=60, ttl=60, usage_json=dumps({}), role_events=("",), finish_events=("",)
+    )
     assert SyncScripts(connection).run(call) == "running"
 
 

@@ -193,7 +193,9 @@ def test_after_redis_lost_everything_no_key_is_left_without_a_ttl(
 def test_the_append_reply_carries_a_cancel(db: redis.Redis, scripts: SyncScripts) -> None:
     create(scripts)
     start(scripts)
-    cancel = Cancel("s", flag_seconds=60, ttl=30, usage_json="{}", role_event="role", finish_event="fin")
+    cancel = Cancel(
+        "s", flag_seconds=60, ttl=30, usage_json="{}", role_events=("role",), finish_events=("fin",)
+    )
     assert scripts.run(cancel) == "running"
     assert append(scripts, ("role",), (), 0, 0) is Appended.CANCEL
     assert db.hget(keys.session_meta("s"), "status") == "running"  # its worker ends it
@@ -201,12 +203,21 @@ def test_the_append_reply_carries_a_cancel(db: redis.Redis, scripts: SyncScripts
 
 def test_cancel_queued_ends_it_and_start_refuses(db: redis.Redis, scripts: SyncScripts) -> None:
     create(scripts)
-    cancel = Cancel("s", flag_seconds=60, ttl=30, usage_json="{}", role_event="role", finish_event="fin")
+    cancel = Cancel(
+        "s", flag_seconds=60, ttl=30, usage_json="{}", role_events=("role",), finish_events=("fin",)
+    )
     assert scripts.run(cancel) == "queued"
     assert data(db) == ["role", "fin"]
     assert start(scripts) == "cancelled"
     assert scripts.run(cancel) == "cancelled"
-    assert scripts.run(Cancel("none", 60, 30, "{}", "role", "fin")) is None
+    assert scripts.run(Cancel("none", 60, 30, "{}", ("role",), ("fin",))) is None
+
+
+def test_cancel_queued_with_several_choices_ends_each(db: redis.Redis, scripts: SyncScripts) -> None:
+    create(scripts)
+    cancel = Cancel("s", 60, 30, "{}", role_events=("r0", "r1"), finish_events=("f0", "f1"))
+    assert scripts.run(cancel) == "queued"
+    assert data(db) == ["r0", "r1", "f0", "f1"]
 
 
 def test_fail_with_a_worker_only_ends_that_workers_session(db: redis.Redis, scripts: SyncScripts) -> None:
@@ -232,6 +243,19 @@ def test_a_dead_workers_session_is_queued_again_keeping_its_output(
     assert start(scripts, job_id="job") == "stale"  # the old job can no longer run it
     started = scripts.run(Start("s", worker="w2", job_id="job2", lease_ms=5000, keep_seconds=60))
     assert (started.status, started.attempt, started.event_count, started.tokens) == ("running", 2, 2, (5, 6))
+
+
+def test_a_session_queued_again_and_cancelled_sends_no_second_role_chunk(
+    db: redis.Redis, scripts: SyncScripts
+) -> None:
+    create(scripts)
+    start(scripts)
+    append(scripts, ("r0", "r1", "a"), (5, 2**24 + 6), 0, 0)
+    db.delete(keys.session_lease("s"))
+    assert requeue(scripts, RequeueMode.DEAD) is Requeued.QUEUED
+    cancel = Cancel("s", 60, 30, "{}", role_events=("r0", "r1"), finish_events=("f0", "f1"))
+    assert scripts.run(cancel) == "queued"
+    assert data(db) == ["r0", "r1", "a", "f0", "f1"]
 
 
 def test_attempts_are_bounded(db: redis.Redis, scripts: SyncScripts) -> None:
