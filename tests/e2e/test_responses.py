@@ -221,3 +221,47 @@ def test_a_background_response_is_not_auto_cancelled_a_foreground_one_is(make_st
     time.sleep(2)  # more passes of the reaper, which would have cancelled both by now
     assert client.responses.retrieve(background.id).status in ("in_progress", "completed", "incomplete")
     client.responses.cancel(background.id)
+
+
+def test_a_forced_function_call_is_a_function_call_item(stack: Stack, client: openai.OpenAI) -> None:
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"enum": ["Paris", "Rome"]}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    }
+    request: dict[str, Any] = {
+        "model": "m",
+        "input": "Weather in Paris?",
+        "tools": [tool],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "max_output_tokens": 60,
+        "extra_body": {"thinking_token_budget": 0},
+    }
+    response = client.responses.create(**request)
+    (call,) = [item for item in response.output if item.type == "function_call"]
+    assert call.name == "get_weather" and call.call_id.startswith("call_")
+    assert call.arguments in ('{"city": "Paris"}', '{"city": "Rome"}')
+    events = raw_events(stack.gateway.url, response.id)
+    kinds = [event["type"] for event in events]
+    assert "response.function_call_arguments.done" in kinds
+    # The next turn sends only the call's output: the call is in the previous response.
+    follow_up = client.responses.create(
+        model="m",
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny."}],
+        previous_response_id=response.id,
+        max_output_tokens=8,
+    )
+    assert follow_up.status in ("completed", "incomplete")
+    # Without the previous response, the output answers no call: a 400 naming it.
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(
+            model="m",
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny."}],
+            max_output_tokens=8,
+        )
+    assert isinstance(raised.value.body, dict) and raised.value.body.get("param") == "input[0].tool_call_id"
