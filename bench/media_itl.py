@@ -5,7 +5,7 @@ answers one after another for ``--seconds``. Phase B: the same load while a requ
 a 16-frame video (``--frames``), then one with an image, arrives every ``--every``
 seconds. The inter-token latency of the text streams is reported per phase (p50, p99):
 a prompt with images or video is prefilled in one piece between decoding steps, so every
-running stream waits for it; the issue's target is p99 <= 3x p50 in phase B.
+running stream waits for it; the target is p99 <= 3x p50 in phase B.
 """
 
 from __future__ import annotations
