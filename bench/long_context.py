@@ -14,25 +14,19 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from typing import Any
 
 from bench.load import Target, measure_server
 from bench.results import LevelResult
-from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
+from bench.stack import add_placement_args, our_stack, ours_full_length_body, placement_of
 from bench.workload import Workload
 from tests.processes import LOG_DIR
 
 # Each word is one token of Qwen's tokenizer (with its leading space).
 FILLER_WORD = " the"
-NO_EOS = {"151643": -100, "151645": -100}
 
 
 def prompt_of(tokens: int) -> str:
     return "Summarise this:" + FILLER_WORD * tokens
-
-
-def body(workload: Workload, max_tokens: int) -> dict[str, Any]:
-    return {**ours_extra_body(workload, max_tokens), "logit_bias": NO_EOS}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,7 +52,7 @@ def run_long_context(argv: list[str]) -> int:
     with our_stack(placement, max_batch=4) as stack:
         for name, tokens in (("short", args.short), ("long", args.long)):
             workload = Workload(prompt_of(tokens), args.max_tokens, temperature=0.0)
-            target = Target(name, stack.gateway.url, "bench", body)
+            target = Target(name, stack.gateway.url, "bench", ours_full_length_body)
             server = asyncio.run(measure_server(target, workload, [1], args.requests))
             results[name] = server.levels[0]
     short, long = results["short"], results["long"]

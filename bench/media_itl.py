@@ -16,22 +16,15 @@ import itertools
 import os
 import sys
 import time
-from typing import Any
 
 import httpx
 
 from bench.load import Stream, Target, closed_loop, stream_once
 from bench.sse import http_client
-from bench.stack import add_placement_args, our_stack, ours_extra_body, placement_of
+from bench.stack import add_placement_args, our_stack, ours_full_length_body, placement_of
 from bench.workload import DEFAULT_PROMPT, Workload
 from tests.media import data_uri, image_bytes, video_bytes
 from tests.processes import LOG_DIR
-
-NO_EOS = {"151643": -100, "151645": -100}
-
-
-def body(workload: Workload, max_tokens: int) -> dict[str, Any]:
-    return {**ours_extra_body(workload, max_tokens), "logit_bias": NO_EOS}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -88,7 +81,7 @@ async def media_arrivals(
 
 async def measure(url: str, args: argparse.Namespace) -> tuple[list[Stream], list[Stream], list[str]]:
     workload = Workload(DEFAULT_PROMPT, args.max_tokens, temperature=0.0)
-    target = Target("text", url, "bench", body)
+    target = Target("text", url, "bench", ours_full_length_body)
     async with http_client(args.clients + 32, 600.0) as client:
         await stream_once(client, target, workload, 8)  # warm-up
         alone = await closed_loop(client, target, workload, args.clients, args.seconds)

@@ -55,6 +55,15 @@ def ours_extra_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
     return {"top_k": workload.top_k, "stream_options": {"include_usage": True}}
 
 
+# The end-of-sequence tokens of Qwen's tokenizer, banned so that a stream runs to max_tokens.
+NO_EOS = {"151643": -100, "151645": -100}
+
+
+def ours_full_length_body(workload: Workload, max_tokens: int) -> dict[str, Any]:
+    """Our request fields, with the end of sequence banned: every stream has max_tokens tokens."""
+    return {**ours_extra_body(workload, max_tokens), "logit_bias": NO_EOS}
+
+
 def add_placement_args(parser: argparse.ArgumentParser) -> None:
     """The options that say where the model runs, for the benchmarks with a stack of their own."""
     add = parser.add_argument
