@@ -35,6 +35,7 @@ from worker import metrics
 from worker.batch import PaddedBatch
 from worker.errors import GenerationFailed
 from worker.grammar import new_bitmask
+from worker.logits_head import LogitsHead
 from worker.model import LoadedModel
 from worker.sampler import sample_batch
 from worker.sequence import Outcome, Sequence
@@ -103,6 +104,7 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._active: list[Sequence] = []
         self._batch = PaddedBatch()
+        self._head = LogitsHead(loaded.model)
         # Most text prompts prefilled in one forward pass (1: each on its own).
         self.max_prefill_rows = 16
 
@@ -288,14 +290,13 @@ class Engine:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         started = time.perf_counter()
         try:
-            output = self._loaded.model(
+            logits, cache = self._head.forward(
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=positions.unsqueeze(0).expand(3, -1, -1),
                 use_cache=True,
-                logits_to_keep=1,
             )
-            self._batch.add(output.past_key_values, width, device, mask=mask)
+            self._batch.add(cache, width, device, mask=mask)
         except Exception:
             # Nothing was sampled and the batch is as it was: one by one, so that a request
             # that cannot be prefilled (or joined) fails alone.
@@ -309,7 +310,7 @@ class Engine:
             sequence.next_position = length
             sequence.inputs = None
         self._active.extend(rows)
-        self._sample(output.logits[:, -1], rows)
+        self._sample(logits, rows)
 
     def _prefill(self, group: list[Sequence]) -> None:
         """Prefill a request's rows and add them to the batch.
@@ -339,15 +340,15 @@ class Engine:
         inputs = rows[0].inputs
         positions = self._prefill_positions(inputs)
         started = time.perf_counter()
-        output = self._loaded.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        logits, cache = self._head.forward(**inputs, position_ids=positions, use_cache=True)
         metrics.PREFILL.labels(prefill_kind(inputs)).observe(time.perf_counter() - started)
         metrics.PROMPT_TOKENS.inc(int(inputs["input_ids"].shape[1]))
         for sequence in rows:
             sequence.next_position = int(positions.max()) + 1
             sequence.inputs = None  # pixel data is no longer needed
         # A sequence that continues an earlier attempt already has tokens: they are its history.
-        self._sample(output.logits[:, -1].repeat(len(rows), 1), rows)
-        self._batch.add(output.past_key_values, positions.shape[-1], self._loaded.device, copies=len(rows))
+        self._sample(logits.repeat(len(rows), 1), rows)
+        self._batch.add(cache, positions.shape[-1], self._loaded.device, copies=len(rows))
         self._active.extend(rows)
 
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
@@ -382,17 +383,16 @@ class Engine:
         device = self._loaded.device
         tokens = torch.tensor([[s.last_token] for s in sequences], device=device)
         positions = torch.tensor([s.next_position for s in sequences], device=device)
-        output = self._loaded.model(
+        logits, _ = self._head.forward(
             input_ids=tokens,
             attention_mask=self._batch.extend_mask(),
             position_ids=positions.view(1, -1, 1).expand(3, -1, -1),
             past_key_values=self._batch.cache,
             use_cache=True,
-            logits_to_keep=1,
         )
         for sequence in sequences:
             sequence.next_position += 1
-        self._sample(output.logits[:, -1], sequences)
+        self._sample(logits, sequences)
 
     def _flush_and_retire(self) -> None:
         flush_together(self._redis, self._scripts, writers_of(self._active), self._outage_tolerance)

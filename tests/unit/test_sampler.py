@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from shared.jobs import SamplingParams
-from worker.sampler import RowSampling, resolve, sample_next, seeded_uniform
+from worker.sampler import RowSampling, best_tokens, resolve, sample_next, seeded_uniform
 
 VOCAB = 1000
 
@@ -173,3 +173,16 @@ def test_penalties_on_a_growing_history_match_a_fresh_count_at_every_step() -> N
         assert token == again
         growing.append(token)
     assert len(set(growing)) > 5  # the penalties pushed it around the vocabulary
+
+
+def test_best_tokens_is_argmax_including_ties_and_nan() -> None:
+    vocab = 151_936  # the real vocabulary: split into blocks
+    logits = torch.randn(6, vocab, generator=torch.Generator().manual_seed(3))
+    logits[1, 5000] = logits[1, 90_000] = 50.0  # a tie across blocks: the first wins
+    logits[2, 7] = logits[2, 8] = 50.0  # a tie inside a block
+    logits[3] = float("-inf")
+    logits[4, 1234] = float("nan")
+    logits[5, 151_935] = 60.0  # the very last token
+    assert torch.equal(best_tokens(logits), logits.argmax(dim=-1))
+    odd = torch.randn(3, 1009)  # a prime width: no blocks
+    assert torch.equal(best_tokens(odd), odd.argmax(dim=-1))
