@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# WORKER_COMPILE: off (""), or one of torch.compile's modes.
+CompileMode = Literal["", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 class Settings(BaseSettings):
@@ -112,6 +115,12 @@ class Settings(BaseSettings):
     worker_max_batch: int = Field(16, ge=1)
     # Threads torch uses when the model runs on the CPU; 0: every core but one.
     worker_torch_threads: int = Field(0, ge=0)
+    # torch.compile the language model with this mode ("" off; default, reduce-overhead
+    # for CUDA graphs on a GPU, max-autotune, max-autotune-no-cudagraphs); a failure to
+    # compile falls back to eager.
+    worker_compile: Literal[
+        "", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = ""
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.
     lease_grace_seconds: float = Field(5.0, ge=0)

@@ -78,6 +78,15 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         assert self.keys is not None and self.values is not None
         return self.keys, self.values
 
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def rewind(self, length: int) -> None:
+        """Forget the columns written after ``length`` (a step that did not complete)."""
+        self._length = length
+        self._expose()
+
     def _regrown(self, buffer: torch.Tensor, needed: int) -> torch.Tensor:
         grown = self._buffer_like(buffer, _room_for(needed))
         grown[..., : self._length, :] = buffer[..., : self._length, :]

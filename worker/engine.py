@@ -152,7 +152,7 @@ class Engine:
         return all(sequence.interrupted is None for sequence in group)
 
     def _run(self) -> None:
-        with torch.inference_mode():
+        with torch.no_grad() if self._loaded.compiled else torch.inference_mode():
             while not self._stopped.is_set():
                 if self._handing_over.is_set():
                     self._interrupt_all(HANDOVER)

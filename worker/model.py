@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
+from worker.compiled import compile_language_model
 from worker.grammar import Grammars
 from worker.kv_budget import KvBudget
 from worker.reasoning import THINK_END, THINK_START
@@ -39,6 +40,9 @@ class LoadedModel:
     grammars: Grammars
     token_texts: TokenTexts  # of the decoder: used in the engine thread
     thinking_end: ThinkingEnd
+    # The language model runs compiled (WORKER_COMPILE): the engine then decodes under
+    # no_grad, as torch.compile cannot trace inference-mode tensors it did not create.
+    compiled: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -102,6 +106,8 @@ def load_model(settings: Settings) -> LoadedModel:
             kv.capacity_tokens,
             max_model_len,
         )
+    if settings.worker_compile:
+        compile_language_model(model, settings.worker_compile)
     log.info("model loaded in %.1f s", time.monotonic() - began)
     eos_token_ids = _eos_ids(generation_config, tokenizer)
     logits_width = int(text_config.vocab_size)
@@ -121,4 +127,5 @@ def load_model(settings: Settings) -> LoadedModel:
         grammars=Grammars(tokenizer, logits_width, eos_token_ids),
         token_texts=TokenTexts(decoder),
         thinking_end=thinking_end(tokenizer, settings.thinking_budget_closing),
+        compiled=bool(settings.worker_compile),
     )
