@@ -100,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         help=f"comma-separated parts to leave out: {', '.join(PARTS)} (default: none; with --quick: peer-cb)",
     )
+    add(
+        "--worker-compile",
+        default="",
+        metavar="MODE",
+        help="WORKER_COMPILE of our worker: a torch.compile mode such as default (default: off)",
+    )
     add("--json", type=Path, metavar="PATH", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
@@ -133,6 +139,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
             held=args.relay_held,
         ),
         skip=skip,
+        worker_compile=args.worker_compile,
     )
 
 

@@ -214,12 +214,18 @@ async def count_prefix_chunks(client: httpx.AsyncClient, target: Target, workloa
 async def measure_server(
     target: Target, workload: Workload, levels: list[int], requests: int
 ) -> ServerResult:
-    """Warm up, find the prefix chunks, then run every level (at least c requests each)."""
+    """Warm up (one request at a time, then a burst), find the prefix chunks, then run every
+    level (at least c requests each)."""
     async with http_client(max(levels) + 8, READ_TIMEOUT_SECONDS) as client:
         for _ in range(WARMUP_REQUESTS):
             warmup = await stream_once(client, target, workload, workload.max_tokens)
             if not warmup.ok:
                 raise RuntimeError(f"{target.name}: warm-up request failed: {warmup.failure}")
+        # Then one burst at the highest level, uncounted: whatever a server prepares for
+        # batches (a compiled model compiles for them) is ready before the first level.
+        burst = await run_level(client, target, workload, max(levels), max(levels), 0)
+        if burst.failed:
+            raise RuntimeError(f"{target.name}: warm-up burst failed: {burst.first_error}")
         result = ServerResult(target.name, await count_prefix_chunks(client, target, workload))
         if result.prefix_chunks:
             result.notes.append(

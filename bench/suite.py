@@ -55,6 +55,7 @@ class Plan:
     baseline_runs: int
     relay: RelayPlan
     skip: frozenset[str] = field(default_factory=frozenset)
+    worker_compile: str = ""  # WORKER_COMPILE of our worker
 
     def runs(self, part: str) -> bool:
         return part not in self.skip
@@ -80,7 +81,8 @@ def run(plan: Plan) -> BenchResults:
 
 
 def _run_ours(plan: Plan, results: BenchResults) -> None:
-    with our_stack(plan.placement, max_batch=max(plan.levels, default=1)) as stack:
+    settings = {"WORKER_COMPILE": plan.worker_compile} if plan.worker_compile else {}
+    with our_stack(plan.placement, max_batch=max(plan.levels, default=1), **settings) as stack:
         if plan.runs("ours"):
             server = asyncio.run(measure_server(stack.target(), plan.workload, plan.levels, plan.requests))
             results.servers.append(server)
@@ -157,6 +159,7 @@ def settings_of(plan: Plan) -> dict[str, Any]:
         "baseline_runs": plan.baseline_runs,
         "relay": plan.relay.__dict__,
         "skipped": sorted(plan.skip),
+        "worker_compile": plan.worker_compile,
     }
 
 

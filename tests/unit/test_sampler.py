@@ -186,3 +186,14 @@ def test_best_tokens_is_argmax_including_ties_and_nan() -> None:
     assert torch.equal(best_tokens(logits), logits.argmax(dim=-1))
     odd = torch.randn(3, 1009)  # a prime width: no blocks
     assert torch.equal(best_tokens(odd), odd.argmax(dim=-1))
+
+
+def test_plain_sampling_keeps_to_the_allowed_tokens_when_whole_blocks_are_forbidden() -> None:
+    vocab = 151_936  # blocks of 1,187: most of them entirely forbidden below
+    scores = torch.full((3, vocab), float("-inf"))
+    allowed = torch.tensor([5, 70_000, 151_935])
+    scores[:, allowed] = torch.tensor([0.0, 1.0, 2.0])
+    rows = [RowSampling(temperature=1.0, top_p=1.0, top_k=0, seed=seed) for seed in range(3)]
+    for index in range(20):
+        tokens = sample_next(scores.clone(), rows, [[]] * 3, [index] * 3)
+        assert set(tokens) <= set(allowed.tolist())
