@@ -82,3 +82,16 @@ def test_a_run_that_never_completes_costs_bounded_decoding(tokenizer: Any, run: 
     assert output.replace("\ufffd", "") == full.replace("\ufffd", "")
     if run != "special_tokens":
         assert output.count("\ufffd") >= RUN_LENGTH // len(fragment) // 2
+
+
+def test_the_backend_decode_releases_what_the_wrapper_decode_would(tokenizer: Any) -> None:
+    text = "Ça coûte 5 €, 🙂 <think> and spaces  twice.\nNext line: 𠜎 done"
+    ids = [*tokenizer.encode(text), tokenizer.convert_tokens_to_ids("<|im_end|>"), 220, 220]
+
+    class WrapperOnly:  # the same tokenizer, seen only through transformers' decode
+        def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str:
+            return str(tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens))
+
+    fast, slow = IncrementalDetokenizer(tokenizer), IncrementalDetokenizer(WrapperOnly())
+    assert fast._fast is not None and slow._fast is None
+    assert [fast.push(t) for t in ids] + [fast.flush()] == [slow.push(t) for t in ids] + [slow.flush()]
