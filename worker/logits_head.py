@@ -5,7 +5,7 @@ and the logits are big: [rows, 151,936] floats, 39 MB at 64 rows in float32. Mea
 a 2-core AMD EPYC (AVX2), one thread, hidden size 64 (the tiny checkpoint), ms per call:
 
     rows                               1      4     16     32     64
-    F.linear, new output tensor       4.8    7.0   12.4   18.6   58.5
+    F.linear, new output tensor       4.8      -   12.4      -   58.5
     mm into a reused buffer           4.5    7.0   12.6   18.6   26.5
     mm, weight stored [hidden, vocab] 1.9    5.8   13.1   19.2   28.6
     oneDNN, weight prepacked          3.2    3.6    7.8   11.8   45.8
