@@ -76,7 +76,13 @@ def grammar_of(constraint: Constraint) -> str:
 
 
 class Grammars:
-    """Builds matchers for one model's tokenizer (wrapped once, on first use: about 2 s)."""
+    """Builds matchers for one model's tokenizer, wrapped once for llguidance.
+
+    Wrapping takes 2-3 s, and for up to 1.5 s of it llguidance holds the GIL: on first
+    use, that would stall every thread of a serving worker, its heartbeat included, long
+    enough for a short lease to lapse. So the model loader wraps it (``prepare``) before
+    the worker announces itself.
+    """
 
     def __init__(self, tokenizer: Any, vocab_size: int, eos_token_ids: frozenset[int]) -> None:
         self._tokenizer = tokenizer
@@ -84,6 +90,10 @@ class Grammars:
         self._eos = sorted(eos_token_ids)
         self._wrapped: llguidance.LLTokenizer | None = None
         self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Wrap the tokenizer now (it is otherwise wrapped at the first constrained request)."""
+        self._llg_tokenizer()
 
     def _llg_tokenizer(self) -> llguidance.LLTokenizer:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -93,9 +94,14 @@ def load_model(settings: Settings) -> LoadedModel:
     parameters = sum(p.numel() for p in model.parameters())
     log.info("model load 3/3: KV cache budget (%.2fB parameters on %s)", parameters / 1e9, model.device)
     tokenizer = processor.tokenizer
-    decoder = AutoTokenizer.from_pretrained(source, token=token)
     generation_config = model.generation_config
     text_config = model.config.get_text_config()
+    eos_token_ids = _eos_ids(generation_config, tokenizer)
+    grammars = Grammars(tokenizer, int(text_config.vocab_size), eos_token_ids)
+    # Wrapped for the grammar engine meanwhile (seconds), before the worker announces itself.
+    preparing = threading.Thread(target=grammars.prepare, name="grammar-prepare", daemon=True)
+    preparing.start()
+    decoder = AutoTokenizer.from_pretrained(source, token=token)
     max_model_len = min(settings.max_model_len, int(text_config.max_position_embeddings))
     # Measured now that the weights are in place: the automatic budget is what is left.
     kv = KvBudget.for_model(settings, text_config, model.dtype, torch.device(model.device))
@@ -108,9 +114,8 @@ def load_model(settings: Settings) -> LoadedModel:
         )
     if settings.worker_compile:
         compile_language_model(model, settings.worker_compile)
+    preparing.join()
     log.info("model loaded in %.1f s", time.monotonic() - began)
-    eos_token_ids = _eos_ids(generation_config, tokenizer)
-    logits_width = int(text_config.vocab_size)
     return LoadedModel(
         model=model,
         processor=processor,
@@ -124,7 +129,7 @@ def load_model(settings: Settings) -> LoadedModel:
         max_model_len=max_model_len,
         vocab_size=min(len(tokenizer), int(text_config.vocab_size)),
         kv=kv,
-        grammars=Grammars(tokenizer, logits_width, eos_token_ids),
+        grammars=grammars,
         token_texts=TokenTexts(decoder),
         thinking_end=thinking_end(tokenizer, settings.thinking_budget_closing),
         compiled=bool(settings.worker_compile),
