@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.load import Target
 from bench.stack import Placement
 from bench.workload import Workload
@@ -64,12 +62,7 @@ class TransformersServe(Process):
         self.wait_or_stop(self._healthy, STARTUP_TIMEOUT_SECONDS, f"transformers serve on {self.url}")
 
     def _healthy(self) -> bool:
-        if not self.alive:
-            raise RuntimeError(f"transformers serve exited:\n{self.log_tail()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.answers_health(self.url, "transformers serve")
 
     def target(self) -> Target:
         return Target(peer_name(self.continuous_batching), self.url, self.model, self._extra_body)

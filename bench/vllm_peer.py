@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.load import Target
 from bench.stack import Placement
 from bench.workload import Workload
@@ -64,12 +62,7 @@ class VllmServe(Process):
         self.wait_or_stop(self._healthy, STARTUP_TIMEOUT_SECONDS, f"vLLM on {self.url}")
 
     def _healthy(self) -> bool:
-        if not self.alive:
-            raise RuntimeError(f"vLLM exited:\n{self.log_tail()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.answers_health(self.url, "vLLM")
 
     def target(self) -> Target:
         return Target(NAME, self.url, self.model, vllm_extra_body)

@@ -65,6 +65,15 @@ class Process:
             self.stop()
             raise
 
+    def answers_health(self, url: str, name: str) -> bool:
+        """Whether ``GET {url}/health`` says it is ready; an error if the process exited."""
+        if not self.alive:
+            raise RuntimeError(f"{name} exited:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -177,12 +186,7 @@ class Gateway(Process):
         self.wait_or_stop(self._healthy, 30, f"gateway on {self.url}")
 
     def _healthy(self) -> bool:
-        if not self.alive:
-            raise RuntimeError(f"gateway exited:\n{self.log_tail()}")
-        try:
-            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.answers_health(self.url, "gateway")
 
     def health(self) -> dict[str, object]:
         body: dict[str, object] = httpx.get(f"{self.url}/health", timeout=5).json()
