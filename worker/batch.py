@@ -1,16 +1,22 @@
-"""The key/value cache of a batch of sequences of different lengths, left-padded.
+"""The key/value cache of the running batch: one slot per sequence, in buffers with room.
 
-Each new sequence is prefilled on its own, then joins the running batch: the shorter side
-is padded on the left so that all rows end at the same column, and the attention mask
-hides the padding. Finished sequences leave by row selection, and padding columns that no
-row needs any more are trimmed, so a long sequence leaving makes the others cheaper again.
+Every layer keeps its keys and values in two buffers, [slots, KV heads, capacity, head
+dim]. A sequence that joins takes the lowest free slot, and its prefilled cache is copied
+there, left-aligned (its token i in column i); a sequence that leaves only frees its slot.
+Neither touches the other rows' caches: no re-padding to a common length, no row selection.
 
-Between joins and departures, a decoding step appends one column to every layer. The
-default transformers layer does that with ``torch.cat``, copying the whole cache at every
-step: a sequence of n tokens then costs O(n^2) in copies, which dominates long contexts.
-Here each layer keeps its keys and values in buffers with room to grow (``GrowingLayer``):
-a step writes its column in place, and a full buffer is reallocated a quarter larger, so
-the copies cost O(1) per step on average. The mask grows the same way.
+A decoding step writes each row's new key and value at that row's own length (one scatter
+per layer) and attends over the columns up to the longest row's, each row masked to its
+own length. The cache's writes for a step cost O(rows), not O(cache); the step reads only
+the columns some row still needs, so a long sequence leaving makes the others cheaper at
+once.
+
+The buffers grow when a row needs a slot or a column they lack: reallocated with room to
+spare, so growing costs O(1) copies per step on average. They shrink when the rows left
+need less than half of them (again with room), and are dropped when the batch empties:
+memory follows what the running rows hold. A free slot below the highest one in use (a
+hole) still goes through the model, seeing only its own column 0, and its output is not
+used; joining rows fill the lowest holes first.
 """
 
 from __future__ import annotations
@@ -21,76 +27,18 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-
-def _left_pad(tensor: torch.Tensor, columns: int, dim: int) -> torch.Tensor:
-    if columns == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = columns
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-# Columns of room a layer gets beyond what it holds, at least, and as a share of it.
+# Room a buffer gets beyond what it must hold, at least, and as a share of it.
 HEADROOM_COLUMNS = 256
 HEADROOM_SHARE = 0.25
+HEADROOM_SLOTS = 4
 
 
 def _room_for(columns: int) -> int:
     return columns + max(HEADROOM_COLUMNS, int(columns * HEADROOM_SHARE))
 
 
-class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
-    """A cache layer whose ``keys`` / ``values`` are views of buffers with room to grow."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.dtype, self.device = keys.dtype, keys.device
-        self.is_initialized = True
-        self._length = keys.shape[-2]
-        self._key_buffer = self._buffer_like(keys, _room_for(self._length))
-        self._value_buffer = self._buffer_like(values, _room_for(self._length))
-        self._key_buffer[..., : self._length, :] = keys
-        self._value_buffer[..., : self._length, :] = values
-        self._expose()
-
-    @staticmethod
-    def _buffer_like(tensor: torch.Tensor, columns: int) -> torch.Tensor:
-        shape = list(tensor.shape)
-        shape[-2] = columns
-        return tensor.new_empty(shape)
-
-    def _expose(self) -> None:
-        self.keys = self._key_buffer[..., : self._length, :]
-        self.values = self._value_buffer[..., : self._length, :]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        added = key_states.shape[-2]
-        end = self._length + added
-        if end > self._key_buffer.shape[-2]:
-            self._key_buffer = self._regrown(self._key_buffer, end)
-            self._value_buffer = self._regrown(self._value_buffer, end)
-        self._key_buffer[..., self._length : end, :] = key_states
-        self._value_buffer[..., self._length : end, :] = value_states
-        self._length = end
-        self._expose()
-        assert self.keys is not None and self.values is not None
-        return self.keys, self.values
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def rewind(self, length: int) -> None:
-        """Forget the columns written after ``length`` (a step that did not complete)."""
-        self._length = length
-        self._expose()
-
-    def _regrown(self, buffer: torch.Tensor, needed: int) -> torch.Tensor:
-        grown = self._buffer_like(buffer, _room_for(needed))
-        grown[..., : self._length, :] = buffer[..., : self._length, :]
-        return grown
+def _slots_for(rows: int) -> int:
+    return rows + max(HEADROOM_SLOTS, rows // 4)
 
 
 def dynamic_layers(cache: DynamicCache) -> list[DynamicLayer]:
@@ -103,26 +51,109 @@ def _tensors(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.keys, layer.values
 
 
-def _grow_in_place(cache: DynamicCache) -> None:
-    """Give every layer of the cache buffers with room for the coming steps."""
-    for position, layer in enumerate(dynamic_layers(cache)):
-        keys, values = _tensors(layer)
-        cache.layers[position] = GrowingLayer(keys, values)
+class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
+    """One layer of the batch's cache: its buffers, written by the rows' slots and lengths."""
+
+    def __init__(self, batch: SlotBatch, like: torch.Tensor, slots: int, columns: int) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.dtype, self.device = like.dtype, like.device
+        self.is_initialized = True
+        self._batch = batch
+        shape = (slots, like.shape[1], columns, like.shape[3])
+        # Zeros, not empty memory: a step reads columns past a row's length (masked), and a
+        # NaN there would still poison the row (NaN x 0 is NaN).
+        self.key_buffer = like.new_zeros(shape)
+        self.value_buffer = like.new_zeros(shape)
+        self.keys, self.values = self.key_buffer[:0], self.value_buffer[:0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(slots, KV heads, columns) the buffers hold."""
+        slots, heads, columns, _ = self.key_buffer.shape
+        return slots, heads, columns
+
+    def holds(self, keys: torch.Tensor) -> bool:
+        """Whether a prefilled layer's keys fit these buffers (heads, head size, dtype, device)."""
+        buffer = self.key_buffer
+        return (
+            keys.shape[1] == buffer.shape[1]
+            and keys.shape[3] == buffer.shape[3]
+            and (keys.dtype, keys.device) == (buffer.dtype, buffer.device)
+        )
+
+    def reserve(self, slots: int, columns: int, used_slots: int, used_columns: int) -> None:
+        """Make room for ``slots`` x ``columns`` (at least), keeping what is in use."""
+        have_slots, _, have_columns = self.shape
+        if slots <= have_slots and columns <= have_columns:
+            return
+        self.resize(max(slots, have_slots), max(columns, have_columns), used_slots, used_columns)
+
+    def resize(self, slots: int, columns: int, used_slots: int, used_columns: int) -> None:
+        """New buffers of this size, holding the ``used`` part of the old ones."""
+        keys = self.key_buffer.new_zeros((slots, self.key_buffer.shape[1], columns, self.key_buffer.shape[3]))
+        values = self.value_buffer.new_zeros(keys.shape)
+        keys[:used_slots, :, :used_columns] = self.key_buffer[:used_slots, :, :used_columns]
+        values[:used_slots, :, :used_columns] = self.value_buffer[:used_slots, :, :used_columns]
+        self.key_buffer, self.value_buffer = keys, values
+
+    def put(self, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copy one row's prefilled keys and values ([heads, length, dim]) into its slot."""
+        length = keys.shape[1]
+        self.key_buffer[slot, :, :length] = keys
+        self.value_buffer[slot, :, :length] = values
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decoding step: each row's one new column, written at that row's length."""
+        if key_states.shape[-2] != 1:
+            raise ValueError("the batch cache takes one token per row and step (prompts are prefilled apart)")
+        index_rows, index_columns, mask = self._batch.step
+        rows, columns = mask.shape
+        self.key_buffer[index_rows, :, index_columns] = key_states[:, :, 0]
+        self.value_buffer[index_rows, :, index_columns] = value_states[:, :, 0]
+        self.keys = self.key_buffer[:rows, :, :columns]
+        self.values = self.value_buffer[:rows, :, :columns]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        # The step's mask is sized from this (the longest row's length, plus the new column).
+        # A tensor's size, not a Python int: a compiled forward treats it as dynamic.
+        return self._batch.step[2].shape[1] - 1
 
 
-class PaddedBatch:
+class SlotBatch:
     def __init__(self) -> None:
         self.cache: DynamicCache | None = None
-        self.attention_mask: torch.Tensor | None = None  # [rows, columns], 0 on padding
-        self._mask_buffer = torch.ones(0, 0, dtype=torch.long)  # the mask, and room to grow
+        self._lengths: list[int] = []  # tokens each slot holds (0 when free)
+        self._occupied: list[bool] = []
+        # The decoding step under way: where each row writes (row, column), and its mask.
+        self.step: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = (
+            torch.empty(0),
+            torch.empty(0),
+            torch.empty(0, 1, dtype=torch.bool),
+        )
 
     @property
     def rows(self) -> int:
-        return 0 if self.attention_mask is None else self.attention_mask.shape[0]
+        """Slots a step runs: up to the highest one in use."""
+        for slot in range(len(self._occupied) - 1, -1, -1):
+            if self._occupied[slot]:
+                return slot + 1
+        return 0
 
     @property
     def columns(self) -> int:
-        return 0 if self.attention_mask is None else self.attention_mask.shape[1]
+        """The longest row's length."""
+        return max(self._lengths, default=0)
+
+    @property
+    def layers(self) -> list[SlotLayer]:
+        return [] if self.cache is None else cast(list[SlotLayer], self.cache.layers)
+
+    def _free_slots(self, count: int) -> list[int]:
+        free = [slot for slot, taken in enumerate(self._occupied) if not taken][:count]
+        return free + list(range(len(self._occupied), len(self._occupied) + count - len(free)))
 
     def add(
         self,
@@ -131,84 +162,96 @@ class PaddedBatch:
         device: torch.device,
         copies: int = 1,
         mask: torch.Tensor | None = None,
-    ) -> None:
-        """Append a prefilled single-sequence cache as the last row(s); all or nothing.
+    ) -> list[int]:
+        """Copy a prefill's rows into free slots; the slots they got, in row order.
 
-        ``copies`` rows share the prefill (the choices of one request): each gets its copy.
-        A cache of several prefilled rows comes with its ``mask`` ([rows, length], 0 on
-        their left padding).
+        ``copies`` rows share a one-row prefill (the choices of one request). A prefill of
+        several prompts comes with its ``mask`` ([rows, length], 0 on their left padding).
 
-        The layers are joined one at a time, each replacing its old tensors at once, so
-        the memory this needs beyond the batch is one layer's, not the whole cache twice.
-        If joining any layer fails (out of memory), the layers already joined are cut
-        back to their old rows and columns (views, which allocate nothing): the batch is
-        left exactly as it was and the caller fails only the new sequence.
+        All or nothing: a cache that does not match the batch is refused before anything
+        changes, and a failure to grow the buffers (out of memory) leaves each layer with
+        its old buffers or bigger ones holding the same rows, a batch as good as before.
         """
+        new_layers = dynamic_layers(cache)
         if mask is None:
-            mask = torch.ones(copies, length, dtype=torch.long, device=device)
-        if copies > 1:
-            for new_layer in dynamic_layers(cache):
-                keys, values = _tensors(new_layer)
-                new_layer.keys, new_layer.values = (
-                    keys.repeat(copies, 1, 1, 1),
-                    values.repeat(copies, 1, 1, 1),
+            rows = [(0, length)] * copies
+        else:
+            rows = [(row, int(mask[row].sum())) for row in range(mask.shape[0])]
+        if self.cache is None:
+            self.cache = DynamicCache()
+            self.cache.layers = [SlotLayer(self, _tensors(layer)[0], 0, 0) for layer in new_layers]
+        mine = self.layers
+        if len(mine) != len(new_layers):
+            raise ValueError(f"a cache of {len(new_layers)} layers cannot join a batch of {len(mine)}")
+        for layer, new_layer in zip(mine, new_layers, strict=True):
+            if not layer.holds(_tensors(new_layer)[0]):
+                raise ValueError("a cache whose layers do not match the batch's cannot join it")
+        slots = self._free_slots(len(rows))
+        self._reserve(max(slots) + 1, max(n for _, n in rows) + 1)
+        for layer, new_layer in zip(mine, new_layers, strict=True):
+            keys, values = _tensors(new_layer)
+            for slot, (row, n) in zip(slots, rows, strict=True):
+                # A row of a joint prefill is left-padded: its tokens are the last n columns.
+                layer.put(slot, keys[row, :, length - n : length], values[row, :, length - n : length])
+        for slot, (_, n) in zip(slots, rows, strict=True):
+            if slot == len(self._occupied):
+                self._occupied.append(True)
+                self._lengths.append(n)
+            else:
+                self._occupied[slot], self._lengths[slot] = True, n
+        return slots
+
+    def _reserve(self, slots: int, columns: int) -> None:
+        used_slots, used_columns = self.rows, self.columns
+        for layer in self.layers:
+            have_slots, _, have_columns = layer.shape
+            if slots > have_slots or columns > have_columns:
+                layer.reserve(
+                    _slots_for(slots) if slots > have_slots else have_slots,
+                    _room_for(columns) if columns > have_columns else have_columns,
+                    used_slots,
+                    used_columns,
                 )
-        if self.cache is None or self.attention_mask is None:
-            _grow_in_place(cache)
-            self.cache = cache
-            self._set_mask(mask)
-            return
-        mine, theirs = dynamic_layers(self.cache), dynamic_layers(cache)
-        if len(mine) != len(theirs):
-            raise ValueError(f"a cache of {len(theirs)} layers cannot join a batch of {len(mine)}")
-        rows, grow = self.rows, max(0, length - self.columns)
-        pad_new = max(0, self.columns - length)
-        joined_mask = torch.cat([_left_pad(self.attention_mask, grow, 1), _left_pad(mask, pad_new, 1)])
-        joined = 0
-        try:
-            for layer, new_layer in zip(mine, theirs, strict=True):
-                (my_keys, my_values), (new_keys, new_values) = _tensors(layer), _tensors(new_layer)
-                keys = torch.cat([_left_pad(my_keys, grow, 2), _left_pad(new_keys, pad_new, 2)])
-                values = torch.cat([_left_pad(my_values, grow, 2), _left_pad(new_values, pad_new, 2)])
-                layer.keys, layer.values = keys, values
-                joined += 1
-        except BaseException:
-            for layer in mine[:joined]:
-                keys, values = _tensors(layer)
-                layer.keys, layer.values = keys[:rows, :, grow:], values[:rows, :, grow:]
-            raise
-        _grow_in_place(self.cache)
-        self._set_mask(joined_mask)
 
-    def _set_mask(self, mask: torch.Tensor) -> None:
-        columns = mask.shape[1]
-        self._mask_buffer = mask.new_ones(mask.shape[0], _room_for(columns))
-        self._mask_buffer[:, :columns] = mask
-        self.attention_mask = self._mask_buffer[:, :columns]
+    def prepare_step(self) -> torch.Tensor:
+        """Get ready for a decoding step; the mask of it ([rows, columns], true where seen).
 
-    def extend_mask(self) -> torch.Tensor:
-        """The mask for a decoding step: every row gains one real column (written in place)."""
-        assert self.attention_mask is not None
-        columns = self.columns + 1
-        if columns > self._mask_buffer.shape[1]:
-            self._set_mask(self.attention_mask)
-        # The buffer beyond the mask holds ones: the new column is already there.
-        self.attention_mask = self._mask_buffer[:, :columns]
-        return self.attention_mask
+        Each row writes its token at its own length and sees the columns before it; a hole
+        writes to its column 0 and sees only that.
+        """
+        rows = self.rows
+        assert self.cache is not None and rows, "a step needs rows"
+        lengths = self._lengths[:rows]
+        columns = max(lengths) + 1
+        self._reserve(rows, columns)
+        device = self.layers[0].key_buffer.device
+        index_columns = torch.tensor(lengths, device=device)
+        index_rows = torch.arange(rows, device=device)
+        mask = torch.arange(columns, device=device).unsqueeze(0) <= index_columns.unsqueeze(1)
+        self.step = (index_rows, index_columns, mask)
+        return mask
 
-    def keep(self, rows: list[int]) -> None:
-        """Keep only these rows (in this order) and trim padding no row needs."""
+    def advance(self) -> None:
+        """The step completed: every row in use holds one more token."""
+        for slot, taken in enumerate(self._occupied):
+            if taken:
+                self._lengths[slot] += 1
+
+    def free(self, slots: list[int]) -> None:
+        """These rows leave; nothing is copied unless the buffers shrink by half or more."""
+        for slot in slots:
+            self._occupied[slot], self._lengths[slot] = False, 0
+        rows = self.rows
+        del self._occupied[rows:], self._lengths[rows:]
         if not rows:
-            self.cache = self.attention_mask = None
+            self.cache = None
             return
-        assert self.cache is not None and self.attention_mask is not None
-        index = torch.tensor(rows, device=self.attention_mask.device)
-        mask = self.attention_mask.index_select(0, index)
-        used = mask.any(dim=0).nonzero()
-        start = int(used[0]) if used.numel() else 0
-        self._set_mask(mask[:, start:])
-        for layer in dynamic_layers(self.cache):
-            keys, values = _tensors(layer)
-            layer.keys = keys.index_select(0, index)[:, :, start:]
-            layer.values = values.index_select(0, index)[:, :, start:]
-        _grow_in_place(self.cache)
+        columns = self.columns
+        for layer in self.layers:
+            have_slots, _, have_columns = layer.shape
+            if _slots_for(rows) * 2 <= have_slots or _room_for(columns + 1) * 2 <= have_columns:
+                layer.resize(_slots_for(rows), _room_for(columns + 1), rows, columns)
+
+    def lengths(self) -> list[int]:
+        """Tokens each slot holds (0 when free), for tests and metrics."""
+        return list(self._lengths)

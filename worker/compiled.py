@@ -6,8 +6,8 @@ graphs). Compiling can fail: an operation the compiler does not support, a missi
 compiler, a backend error. A failure must not cost a request, so the first one turns
 the compiled forward back into the eager one for good (logged), and the call that
 failed runs eagerly. Where the compiled code ran in pieces (graph breaks), some layers may
-have written their step into the cache before the failure: the cache's layers are wound
-back to their lengths before the call first.
+have written their step into the cache before the failure; the eager call writes the same
+columns again (worker.batch: a row's length moves on only once its step has completed).
 
 Dynamic shapes (``dynamic=True``): batch size, prompt length and cache length change at
 every join, departure and step; without it each new shape would compile again.
@@ -20,10 +20,8 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 import torch
-from transformers import DynamicCache
 
 from shared.settings import CompileMode
-from worker.batch import GrowingLayer
 
 log = logging.getLogger(__name__)
 
@@ -44,30 +42,12 @@ class CompiledForward:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._compiled is not None:
-            cache = kwargs.get("past_key_values")
-            lengths = _lengths(cache)
             try:
                 return self._compiled(*args, **kwargs)
             except Exception:
                 log.exception("the compiled forward pass failed; running eagerly from now on")
                 self._compiled = None
-                _rewind(cache, lengths)
         return self.eager(*args, **kwargs)
-
-
-def _growing_layers(cache: object) -> list[GrowingLayer]:
-    if not isinstance(cache, DynamicCache):
-        return []
-    return [layer for layer in cache.layers if isinstance(layer, GrowingLayer)]
-
-
-def _lengths(cache: object) -> list[int]:
-    return [layer.length for layer in _growing_layers(cache)]
-
-
-def _rewind(cache: object, lengths: list[int]) -> None:
-    for layer, length in zip(_growing_layers(cache), lengths, strict=True):
-        layer.rewind(length)
 
 
 def compile_language_model(model: Any, mode: str, backend: str | Callable[..., Any] = "inductor") -> None:

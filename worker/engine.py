@@ -2,7 +2,7 @@
 
 Jobs hand their prepared prompt to the engine and wait. The engine admits new sequences
 between decoding steps (continuous batching): text prompts that are waiting together are
-prefilled together in one forward pass (left-padded, as the batch is), a prompt with
+prefilled together in one forward pass (left-padded to the longest), a prompt with
 images or video on its own, and the n choices of one request share one prefill; then
 they join the running batch, and every step decodes one token for all of them at once.
 A sequence that finishes or is cancelled leaves the batch without disturbing the others.
@@ -32,7 +32,7 @@ import torch
 
 from shared.session_scripts import SyncScripts
 from worker import metrics
-from worker.batch import PaddedBatch
+from worker.batch import SlotBatch
 from worker.errors import GenerationFailed
 from worker.grammar import new_bitmask
 from worker.logits_head import LogitsHead
@@ -103,7 +103,7 @@ class Engine:
         self._handing_over = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._active: list[Sequence] = []
-        self._batch = PaddedBatch()
+        self._batch = SlotBatch()
         self._head = LogitsHead(loaded.model)
         # Most text prompts prefilled in one forward pass (1: each on its own).
         self.max_prefill_rows = 16
@@ -171,13 +171,13 @@ class Engine:
                     for sequence in self._active:
                         sequence.fail(public_failure(error))
                     self._active = []
-                    self._batch = PaddedBatch()
+                    self._batch = SlotBatch()
 
     def _interrupt_all(self, why: str) -> None:
         for sequence in self._active:
             sequence.interrupt(why)
         self._active = []
-        self._batch = PaddedBatch()
+        self._batch = SlotBatch()
         self._take_pending(block=False)
         while self._waiting:
             for sequence in self._waiting.popleft():
@@ -230,7 +230,8 @@ class Engine:
         """Whether the batch, with these rows (and those joining with them), stays within
         MAX_BATCH and the KV budget.
 
-        The batch is left-padded, so it costs rows x its longest row; rows are counted at
+        Every row's slot is as wide as the longest row, so the batch costs rows x its
+        longest row; rows are counted at
         their full length (prompt and completion budget), which they may all reach.
         """
         members = self._active + (joining or []) + group
@@ -274,7 +275,7 @@ class Engine:
         return torch.arange(length, device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
 
     def _prefill_texts(self, rows: list[Sequence]) -> None:
-        """Prefill text prompts together: left-padded to the longest, as the batch is."""
+        """Prefill text prompts together, left-padded to the longest; each then joins its own slot."""
         if len(rows) == 1:
             self._prefill_rows(rows)
             return
@@ -296,7 +297,7 @@ class Engine:
                 position_ids=positions.unsqueeze(0).expand(3, -1, -1),
                 use_cache=True,
             )
-            self._batch.add(cache, width, device, mask=mask)
+            slots = self._batch.add(cache, width, device, mask=mask)
         except Exception:
             # Nothing was sampled and the batch is as it was: one by one, so that a request
             # that cannot be prefilled (or joined) fails alone.
@@ -306,8 +307,9 @@ class Engine:
             return
         metrics.PREFILL.labels("text").observe(time.perf_counter() - started)
         metrics.PROMPT_TOKENS.inc(sum(lengths))
-        for sequence, length in zip(rows, lengths, strict=True):
+        for sequence, length, slot in zip(rows, lengths, slots, strict=True):
             sequence.next_position = length
+            sequence.slot = slot
             sequence.inputs = None
         self._active.extend(rows)
         self._sample(logits, rows)
@@ -348,7 +350,9 @@ class Engine:
             sequence.inputs = None  # pixel data is no longer needed
         # A sequence that continues an earlier attempt already has tokens: they are its history.
         self._sample(logits.repeat(len(rows), 1), rows)
-        self._batch.add(cache, positions.shape[-1], self._loaded.device, copies=len(rows))
+        slots = self._batch.add(cache, positions.shape[-1], self._loaded.device, copies=len(rows))
+        for sequence, slot in zip(rows, slots, strict=True):
+            sequence.slot = slot
         self._active.extend(rows)
 
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
@@ -380,16 +384,23 @@ class Engine:
         metrics.BATCH_SIZE.observe(len(self._active))
 
     def _decode(self, sequences: list[Sequence]) -> None:
+        """One token for every sequence; each is its slot's row, holes decode a dummy token."""
         device = self._loaded.device
-        tokens = torch.tensor([[s.last_token] for s in sequences], device=device)
-        positions = torch.tensor([s.next_position for s in sequences], device=device)
+        rows = self._batch.rows
+        tokens, positions = [0] * rows, [0] * rows
+        for sequence in sequences:
+            tokens[sequence.slot] = sequence.last_token
+            positions[sequence.slot] = sequence.next_position
+        slots = [s.slot for s in sequences]
         logits, _ = self._head.forward(
-            input_ids=tokens,
-            attention_mask=self._batch.extend_mask(),
-            position_ids=positions.view(1, -1, 1).expand(3, -1, -1),
+            rows=None if slots == list(range(rows)) else slots,
+            input_ids=torch.tensor(tokens, device=device).unsqueeze(1),
+            attention_mask=self._batch.prepare_step(),
+            position_ids=torch.tensor(positions, device=device).view(1, -1, 1).expand(3, -1, -1),
             past_key_values=self._batch.cache,
             use_cache=True,
         )
+        self._batch.advance()
         for sequence in sequences:
             sequence.next_position += 1
         self._sample(logits, sequences)
@@ -407,5 +418,5 @@ class Engine:
         for sequence in self._active:
             if sequence.finished:
                 sequence.done.set()
+        self._batch.free([s.slot for s in self._active if s.finished])
         self._active = [self._active[i] for i in keep]
-        self._batch.keep(keep)

@@ -1,7 +1,8 @@
 """How much key/value cache the engine's batch may hold, and what a sequence costs in it.
 
-The batch is left-padded: every row is as long as the longest, so a batch of ``rows``
-rows costs ``rows x longest`` token slots. A row can grow to its prompt plus its whole
+Every row of the batch's cache has room for the longest row (worker.batch: one slot
+per row, all as wide as the buffers), so a batch of ``rows`` rows costs ``rows x
+longest`` token slots. A row can grow to its prompt plus its whole
 completion budget, so the engine reserves that much per row from the start: the batch
 can then never outgrow the budget, however its rows' outputs turn out.
 """
@@ -81,5 +82,5 @@ class KvBudget:
         return rows * longest * self.bytes_per_token
 
     def fits(self, rows: int, longest: int) -> bool:
-        """Whether a left-padded batch of ``rows`` rows of ``longest`` tokens fits."""
+        """Whether a batch of ``rows`` rows, the longest ``longest`` tokens, fits."""
         return self.batch_bytes(rows, longest) <= self.total_bytes

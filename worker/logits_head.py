@@ -64,13 +64,17 @@ class LogitsHead:
             except (RuntimeError, AttributeError):
                 self._packed = None  # a torch without oneDNN's linear: mm it is
 
-    def forward(self, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
-        """Run the model; the logits of every row's last position ([rows, vocab]) and the cache.
+    def forward(self, rows: list[int] | None = None, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
+        """Run the model; the logits of each row's last position ([rows, vocab]) and the cache.
 
+        ``rows``: the rows whose logits are wanted, in this order (all of them by default).
         The logits are scratch space: the next call may overwrite them.
         """
         outputs = self._model.model(**inputs)
-        return self.project(outputs.last_hidden_state[:, -1]), outputs.past_key_values
+        hidden = outputs.last_hidden_state[:, -1]
+        if rows is not None:
+            hidden = hidden.index_select(0, torch.tensor(rows, device=hidden.device))
+        return self.project(hidden), outputs.past_key_values
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self._weight

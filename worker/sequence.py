@@ -71,6 +71,7 @@ class Sequence:
         self.generated: list[int] = []
         self.first_token_at: float | None = None  # time.monotonic() of the first token
         self.next_position = 0
+        self.slot = -1  # its row in the engine's batch, once it has joined
         self.finish_reason: str | None = None
         # Set by the engine when the sequence leaves it without an end of its own: the
         # session was lost to this worker, or the worker is shutting down and hands it over.

@@ -18,7 +18,7 @@ from shared.jobs import GenerationJob, ImagePart
 from shared.session_scripts import Cancel, SyncScripts
 from shared.settings import Settings
 from tests.integration.conftest import SequenceFactory, decode, make_job
-from worker.batch import PaddedBatch, dynamic_layers
+from worker.batch import SlotBatch, dynamic_layers
 from worker.engine import Engine
 from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import continue_after
@@ -172,9 +172,7 @@ def prompt_tokens(loaded: LoadedModel, request: GenerationJob) -> int:
 class RecordingEngine(Engine):
     """An engine that records how many rows each decoding step decodes."""
 
-    def __init__(
-        self, loaded: LoadedModel, connection: redis.Redis, batch: PaddedBatch | None = None
-    ) -> None:
+    def __init__(self, loaded: LoadedModel, connection: redis.Redis, batch: SlotBatch | None = None) -> None:
         super().__init__(loaded, connection, max_batch=8)
         self.widths: list[int] = []
         self.prefilled_together: list[int] = []  # rows of each prefill of text prompts
@@ -307,7 +305,7 @@ def test_a_failing_prefill_fails_only_its_request(
     assert good.generated == reference_tokens(loaded, good_job)
 
 
-class FailingJoin(PaddedBatch):
+class FailingJoin(SlotBatch):
     """A batch whose ``fail_at``-th join gets a cache whose last layer does not match."""
 
     def __init__(self, fail_at: int) -> None:
@@ -321,13 +319,13 @@ class FailingJoin(PaddedBatch):
         device: torch.device,
         copies: int = 1,
         mask: torch.Tensor | None = None,
-    ) -> None:
+    ) -> list[int]:
         self.joins += 1
         if self.joins == self.fail_at:
             last = dynamic_layers(cache)[-1]
             assert last.keys is not None
             last.keys = last.keys[:, :1]  # one KV head too few: the last layer cannot join
-        super().add(cache, length, device, copies, mask)
+        return super().add(cache, length, device, copies, mask)
 
 
 def test_a_failed_join_fails_only_the_joining_request(

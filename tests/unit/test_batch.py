@@ -1,4 +1,4 @@
-"""The left-padded batch cache: rows join and leave, and a failed join changes nothing."""
+"""The batch's slot cache: rows join and leave without touching the others, steps write in place."""
 
 from __future__ import annotations
 
@@ -6,119 +6,184 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from worker.batch import PaddedBatch, dynamic_layers
+from worker import batch as batch_module
+from worker.batch import SlotBatch, SlotLayer, dynamic_layers
 
 LAYERS, HEADS, HEAD_DIM = 3, 2, 4
 CPU = torch.device("cpu")
 
 
-def prefilled(length: int, seed: int, heads: tuple[int, ...] = (HEADS,) * LAYERS) -> DynamicCache:
-    """A single-sequence cache as a prefill leaves it (``heads`` per layer)."""
+def prefilled(
+    length: int, seed: int, heads: tuple[int, ...] = (HEADS,) * LAYERS, rows: int = 1
+) -> DynamicCache:
+    """A cache as a prefill leaves it (``heads`` per layer)."""
     generator = torch.Generator().manual_seed(seed)
     cache = DynamicCache()
     for layer, layer_heads in enumerate(heads):
-        keys = torch.randn(1, layer_heads, length, HEAD_DIM, generator=generator)
+        keys = torch.randn(rows, layer_heads, length, HEAD_DIM, generator=generator)
         cache.update(keys, -keys, layer)
     return cache
 
 
-def snapshot(batch: PaddedBatch) -> list[torch.Tensor]:
-    assert batch.cache is not None and batch.attention_mask is not None
-    tensors = [batch.attention_mask.clone()]
-    for layer in dynamic_layers(batch.cache):
-        assert layer.keys is not None and layer.values is not None
-        tensors += [layer.keys.clone(), layer.values.clone()]
-    return tensors
-
-
-def same(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
-    return len(first) == len(second) and all(
-        a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second, strict=True)
-    )
-
-
-def test_rows_of_different_lengths_are_left_padded() -> None:
-    batch = PaddedBatch()
-    short, long = prefilled(3, 1), prefilled(5, 2)
-    short_keys = dynamic_layers(short)[0].keys
-    long_keys = dynamic_layers(long)[0].keys
-    assert short_keys is not None and long_keys is not None
-    batch.add(short, 3, CPU)
-    batch.add(long, 5, CPU)
-    assert (batch.rows, batch.columns) == (2, 5)
-    assert batch.attention_mask is not None
-    assert batch.attention_mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
-    assert batch.cache is not None
-    keys = dynamic_layers(batch.cache)[0].keys
+def layer_keys(cache: DynamicCache, layer: int = 0) -> torch.Tensor:
+    keys = dynamic_layers(cache)[layer].keys
     assert keys is not None
-    assert torch.equal(keys[0, :, 2:], short_keys[0]) and torch.equal(keys[1], long_keys[0])
-    assert not keys[0, :, :2].any()
+    return keys
 
 
-@pytest.mark.parametrize("new_length", [2, 4, 7], ids=["shorter", "as-long", "longer"])
-def test_a_failed_join_leaves_the_batch_as_it_was(new_length: int) -> None:
-    batch = PaddedBatch()
-    batch.add(prefilled(4, 1), 4, CPU)
-    batch.add(prefilled(2, 2), 2, CPU)
-    before = snapshot(batch)
-    # The last layer does not match (one KV head too few): the first layers join, then it fails.
-    mismatched = prefilled(new_length, 3, heads=(HEADS,) * (LAYERS - 1) + (HEADS - 1,))
-    with pytest.raises(RuntimeError):
-        batch.add(mismatched, new_length, CPU)
-    assert (batch.rows, batch.columns) == (2, 4)
-    assert same(snapshot(batch), before)
-    # The batch still takes new rows, and decodes on (the mask grows by one column).
-    batch.add(prefilled(6, 4), 6, CPU)
-    assert (batch.rows, batch.columns) == (3, 6)
-    assert batch.extend_mask().shape == (3, 7)
+def slot_keys(batch: SlotBatch, slot: int, layer: int = 0) -> torch.Tensor:
+    """What a slot holds: its row's keys up to its length."""
+    return batch.layers[layer].key_buffer[slot, :, : batch.lengths()[slot]]
 
 
-def test_a_cache_with_other_layers_is_refused_untouched() -> None:
-    batch = PaddedBatch()
+def snapshot(batch: SlotBatch) -> list[torch.Tensor]:
+    return [slot_keys(batch, slot, layer).clone() for layer in range(LAYERS) for slot in range(batch.rows)]
+
+
+def step(batch: SlotBatch, value: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One decoding step through every layer, each row's new column full of ``value``."""
+    mask = batch.prepare_step()
+    column = torch.full((batch.rows, HEADS, 1, HEAD_DIM), value)
+    seen = [layer.update(column, -column) for layer in batch.layers]
+    batch.advance()
+    assert mask.shape == (seen[0][0].shape[0], seen[0][0].shape[2])
+    return seen
+
+
+def test_rows_of_different_lengths_are_left_aligned_in_their_slots() -> None:
+    batch = SlotBatch()
+    short, long = prefilled(3, 1), prefilled(5, 2)
+    assert batch.add(short, 3, CPU) == [0]
+    assert batch.add(long, 5, CPU) == [1]
+    assert (batch.rows, batch.columns, batch.lengths()) == (2, 5, [3, 5])
+    assert torch.equal(slot_keys(batch, 0), layer_keys(short)[0])
+    assert torch.equal(slot_keys(batch, 1), layer_keys(long)[0])
+    # What a step reads past a row's length is masked, and zeros: NaN would poison the row.
+    assert not batch.layers[0].key_buffer[0, :, 3:].any()
+    # A step sees each row's own columns, and the new one.
+    mask = batch.prepare_step()
+    assert mask.tolist() == [[True] * 4 + [False] * 2, [True] * 6]
+
+
+def test_a_joint_prefill_joins_each_row_without_its_padding() -> None:
+    batch = SlotBatch()
+    cache = prefilled(4, 1, rows=2)
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert batch.add(cache, 4, CPU, mask=mask) == [0, 1]
+    assert batch.lengths() == [2, 4]
+    assert torch.equal(slot_keys(batch, 0), layer_keys(cache)[0, :, 2:])
+    assert torch.equal(slot_keys(batch, 1), layer_keys(cache)[1])
+
+
+def test_the_choices_of_a_request_each_get_a_copy() -> None:
+    batch = SlotBatch()
+    cache = prefilled(3, 1)
+    assert batch.add(cache, 3, CPU, copies=3) == [0, 1, 2]
+    for slot in range(3):
+        assert torch.equal(slot_keys(batch, slot), layer_keys(cache)[0])
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [prefilled(4, 2, heads=(HEADS,) * (LAYERS + 1)), prefilled(4, 2, heads=(HEADS,) * (LAYERS - 1) + (1,))],
+    ids=["more-layers", "fewer-heads"],
+)
+def test_a_cache_that_does_not_match_is_refused_untouched(cache: DynamicCache) -> None:
+    batch = SlotBatch()
     batch.add(prefilled(4, 1), 4, CPU)
     before = snapshot(batch)
     with pytest.raises(ValueError, match="layers"):
-        batch.add(prefilled(4, 2, heads=(HEADS,) * (LAYERS + 1)), 4, CPU)
-    assert same(snapshot(batch), before)
+        batch.add(cache, 4, CPU)
+    assert batch.lengths() == [4]
+    assert all(torch.equal(a, b) for a, b in zip(snapshot(batch), before, strict=True))
 
 
-def test_leaving_rows_trim_the_padding_nobody_needs() -> None:
-    batch = PaddedBatch()
-    batch.add(prefilled(2, 1), 2, CPU)
-    batch.add(prefilled(6, 2), 6, CPU)
-    batch.keep([0])
-    assert (batch.rows, batch.columns) == (1, 2)
-    assert batch.attention_mask is not None and batch.attention_mask.tolist() == [[1, 1]]
+def test_leaving_copies_nothing_and_a_joining_row_fills_the_hole() -> None:
+    batch = SlotBatch()
+    caches = [prefilled(length, seed) for seed, length in enumerate((3, 6, 4))]
+    for cache, length in zip(caches, (3, 6, 4), strict=True):
+        batch.add(cache, length, CPU)
+    buffers = [layer.key_buffer.data_ptr() for layer in batch.layers]
+    before = snapshot(batch)
+    batch.free([1])
+    # The others stay where they were, as they were; the step still runs three rows.
+    assert [layer.key_buffer.data_ptr() for layer in batch.layers] == buffers
+    assert (batch.rows, batch.columns, batch.lengths()) == (3, 4, [3, 0, 4])
+    assert torch.equal(slot_keys(batch, 0), before[0]) and torch.equal(slot_keys(batch, 2), before[2])
+    # A hole writes to its column 0 and sees only that.
+    assert batch.prepare_step()[1].tolist() == [True, False, False, False, False]
+    newcomer = prefilled(2, 9)
+    assert batch.add(newcomer, 2, CPU) == [1]
+    assert torch.equal(slot_keys(batch, 1), layer_keys(newcomer)[0])
+    assert [layer.key_buffer.data_ptr() for layer in batch.layers] == buffers
+    # The highest slots leaving shorten the step; the last one leaving drops the buffers.
+    batch.free([2])
+    assert batch.rows == 2
+    batch.free([0, 1])
+    assert (batch.rows, batch.cache) == (0, None)
 
 
-def test_decoding_steps_write_in_place_and_match_concatenation() -> None:
-    """A step appends one column without copying the cache; the content is what cat gives."""
-    batch = PaddedBatch()
-    batch.add(prefilled(5, seed=1), 5, CPU)
-    batch.add(prefilled(3, seed=2), 3, CPU)
-    assert batch.cache is not None
-    expected = [(layer.keys.clone(), layer.values.clone()) for layer in dynamic_layers(batch.cache)]  # type: ignore[union-attr]
-    first_layer = dynamic_layers(batch.cache)[0]
-    assert first_layer.keys is not None
-    storage = first_layer.keys.untyped_storage().data_ptr()
+def test_decoding_steps_write_each_row_at_its_length_in_place() -> None:
+    """A step costs one column per row, not a copy of the cache; the content is what cat gives."""
+    batch = SlotBatch()
+    first, second = prefilled(5, seed=1), prefilled(3, seed=2)
+    batch.add(first, 5, CPU)
+    batch.add(second, 3, CPU)
+    expected = [
+        [(layer_keys(cache, layer)[0], -layer_keys(cache, layer)[0]) for layer in range(LAYERS)]
+        for cache in (first, second)
+    ]
+    storage = batch.layers[0].key_buffer.data_ptr()
     moved = 0
-    for step in range(300):  # past the first buffer's room: it regrows once or twice
-        mask = batch.extend_mask()
-        assert mask.shape == (2, 6 + step) and bool(mask[:, -1].all())
-        for position, layer in enumerate(dynamic_layers(batch.cache)):
-            column = torch.full((2, HEADS, 1, HEAD_DIM), float(step))
-            keys, values = layer.update(column, -column)
-            old_keys, old_values = expected[position]
-            expected[position] = (
-                torch.cat([old_keys, column], dim=2),
-                torch.cat([old_values, -column], dim=2),
-            )
-            assert torch.equal(keys, expected[position][0]) and torch.equal(values, expected[position][1])
-        pointer = dynamic_layers(batch.cache)[0].keys.untyped_storage().data_ptr()  # type: ignore[union-attr]
+    for number in range(300):  # past the first buffers' room: they regrow once or twice
+        seen = step(batch, float(number))
+        for row, length in enumerate(batch.lengths()):
+            for layer, (keys, values) in enumerate(seen):
+                old_keys, old_values = expected[row][layer]
+                column = torch.full((HEADS, 1, HEAD_DIM), float(number))
+                expected[row][layer] = (torch.cat([old_keys, column], 1), torch.cat([old_values, -column], 1))
+                assert torch.equal(keys[row, :, :length], expected[row][layer][0])
+                assert torch.equal(values[row, :, :length], expected[row][layer][1])
+        pointer = batch.layers[0].key_buffer.data_ptr()
         moved += pointer != storage
         storage = pointer
     assert 1 <= moved <= 3  # reallocated only when full, not at every step
-    assert batch.attention_mask is not None and bool((batch.attention_mask[1, :2] == 0).all())
-    batch.keep([1])
-    assert batch.columns == 3 + 300  # the padding no row needs is trimmed
-    assert torch.equal(dynamic_layers(batch.cache)[0].keys[0], expected[0][0][1, :, 2:])  # type: ignore[index]
+    assert batch.lengths() == [305, 303]
+
+
+def test_buffers_shrink_once_the_long_row_has_left() -> None:
+    batch = SlotBatch()
+    batch.add(prefilled(2000, 1), 2000, CPU)
+    batch.add(prefilled(3, 2), 3, CPU)
+    assert batch.layers[0].shape[2] >= 2000
+    batch.free([0])
+    _, _, columns = batch.layers[0].shape
+    assert columns < 1000 and batch.lengths() == [0, 3]
+    assert torch.equal(slot_keys(batch, 1), layer_keys(prefilled(3, 2))[0])
+
+
+def test_a_batch_that_failed_to_grow_decodes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of memory while growing: layers already grown hold the same rows, the rest are as they were."""
+    batch = SlotBatch()
+    batch.add(prefilled(4, 1), 4, CPU)
+    before = snapshot(batch)
+    resize = SlotLayer.resize
+    calls = 0
+
+    def resize_until_memory_runs_out(layer: SlotLayer, *args: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise torch.OutOfMemoryError("no room for the second layer")
+        resize(layer, *args)
+
+    monkeypatch.setattr(SlotLayer, "resize", resize_until_memory_runs_out)
+    longer = batch_module.HEADROOM_COLUMNS + 100
+    with pytest.raises(torch.OutOfMemoryError):
+        batch.add(prefilled(longer, 2), longer, CPU)
+    assert batch.lengths() == [4]
+    assert all(torch.equal(a, b) for a, b in zip(snapshot(batch), before, strict=True))
+    monkeypatch.setattr(SlotLayer, "resize", resize)
+    batch.add(prefilled(longer, 2), longer, CPU)
+    step(batch, 1.0)
+    assert batch.lengths() == [5, longer + 1]
