@@ -4,8 +4,9 @@ One stack (redis-server, a gateway, a worker). Phase A: 15 clients stream 256-to
 answers one after another for ``--seconds``. Phase B: the same load while a request with
 a 16-frame video (``--frames``), then one with an image, arrives every ``--every``
 seconds. The inter-token latency of the text streams is reported per phase (p50, p99):
-a prompt with images or video is prefilled in one piece between decoding steps, so every
-running stream waits for it; the target is p99 <= 3x p50 in phase B.
+a prompt with images or video is prefilled in pieces (WORKER_PREFILL_CHUNK_TOKENS) with a
+decoding step between them, so a running stream waits for one piece at most; the target
+is p99 <= 3x p50 in phase B.
 """
 
 from __future__ import annotations

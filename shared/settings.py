@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     worker_compile: Literal[
         "", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = ""
+    # Tokens per piece of a prompt with images or video: it is prefilled a piece at a time
+    # (vision encoder, then language model), with a decoding step of the running batch
+    # between pieces, so that running streams keep their pace while a video is read.
+    worker_prefill_chunk_tokens: int = Field(512, ge=16)
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.
     lease_grace_seconds: float = Field(5.0, ge=0)

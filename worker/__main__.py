@@ -79,7 +79,13 @@ def main() -> None:
     tolerance = settings.redis_outage_tolerance_seconds
     # RQ's worker reads from Redis as it is built: a worker started during an outage waits.
     slots = retry_through_outage(lambda: _slots(settings, connection, name), tolerance, "worker start")
-    engine = Engine(loaded, connection, settings.worker_max_batch, settings.redis_outage_tolerance_seconds)
+    engine = Engine(
+        loaded,
+        connection,
+        settings.worker_max_batch,
+        settings.redis_outage_tolerance_seconds,
+        settings.worker_prefill_chunk_tokens,
+    )
 
     def beat_slots() -> None:
         for slot in slots:

@@ -2,9 +2,11 @@
 
 Jobs hand their prepared prompt to the engine and wait. The engine admits new sequences
 between decoding steps (continuous batching): text prompts that are waiting together are
-prefilled together in one forward pass (left-padded to the longest), a prompt with
-images or video on its own, and the n choices of one request share one prefill; then
-they join the running batch, and every step decodes one token for all of them at once.
+prefilled together in one forward pass (left-padded to the longest); a prompt with
+images or video is prefilled a piece at a time (worker.media_prefill), one at a time, a
+decoding step of the running batch between pieces, so that the running streams keep their
+pace; the n choices of one request share one prefill. Then they join the running batch,
+and every step decodes one token for all of them at once.
 A sequence that finishes or is cancelled leaves the batch without disturbing the others.
 After every step the events of all sequences, and the reads of their cancel flags, go to
 Redis in one round trip.
@@ -25,6 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -36,6 +39,7 @@ from worker.batch import SlotBatch
 from worker.errors import GenerationFailed
 from worker.grammar import new_bitmask
 from worker.logits_head import LogitsHead
+from worker.media_prefill import Prefill, media_prefill
 from worker.model import LoadedModel
 from worker.sampler import sample_batch
 from worker.sequence import Outcome, Sequence
@@ -75,6 +79,20 @@ def prefill_kind(inputs: Any) -> str:
     return "image" if inputs.get("pixel_values") is not None else "text"
 
 
+def prefilled_in_pieces(group: list[Sequence]) -> bool:
+    """A prompt with images or video, of fresh choices (they share one prefill)."""
+    fresh = len(group) == 1 or all(not s.generated for s in group)
+    return fresh and prefill_kind(group[0].inputs) != "text"
+
+
+@dataclass
+class MediaPrefilling:
+    rows: list[Sequence]
+    pieces: Prefill
+    positions: torch.Tensor
+    started: float
+
+
 def writers_of(sequences: Iterable[Sequence]) -> list[SessionWriter]:
     """Each session's writer once (a request's choices share theirs)."""
     return list({id(s.writer): s.writer for s in sequences}.values())
@@ -87,6 +105,7 @@ class Engine:
         connection: redis.Redis,
         max_batch: int,
         outage_tolerance_seconds: float = 60.0,
+        prefill_chunk_tokens: int = 512,
     ) -> None:
         self._loaded = loaded
         self._redis = connection
@@ -105,6 +124,9 @@ class Engine:
         self._active: list[Sequence] = []
         self._batch = SlotBatch()
         self._head = LogitsHead(loaded.model)
+        # The prompt with images or video being prefilled a piece at a time, if any.
+        self._prefilling: MediaPrefilling | None = None
+        self.prefill_chunk_tokens = prefill_chunk_tokens
         # Most text prompts prefilled in one forward pass (1: each on its own).
         self.max_prefill_rows = 16
 
@@ -162,6 +184,8 @@ class Engine:
                     self._check_waiting()
                     if self._admit():
                         self._flush_and_retire()
+                    if self._prefilling is not None and self._advance_prefill(self._prefilling):
+                        self._flush_and_retire()
                     if self._active:
                         self._decode_step()
                         self._flush_and_retire()
@@ -178,6 +202,10 @@ class Engine:
             sequence.interrupt(why)
         self._active = []
         self._batch = SlotBatch()
+        if self._prefilling is not None:
+            for sequence in self._prefilling.rows:
+                sequence.interrupt(why)
+            self._prefilling = None
         self._take_pending(block=False)
         while self._waiting:
             for sequence in self._waiting.popleft():
@@ -194,22 +222,29 @@ class Engine:
 
     def _admit(self) -> bool:
         """Prefill waiting sequences, in order, while the batch has room; true if any joined."""
-        self._take_pending(block=not self._active and not self._waiting)
+        self._take_pending(block=not self._active and not self._waiting and self._prefilling is None)
         admitted = False
         # Text prompts that arrive together are prefilled together, in one forward pass.
         texts: list[Sequence] = []
         while self._waiting:
             group = self._waiting[0]
+            joining = texts + (self._prefilling.rows if self._prefilling is not None else [])
             # Alone it always goes in: the verdict refused what cannot fit even then.
-            if (self._active or texts) and not self._has_room_for(group, texts):
+            if (self._active or joining) and not self._has_room_for(group, joining):
                 break
+            in_pieces = prefilled_in_pieces(group)
+            if in_pieces and self._prefilling is not None:
+                break  # one at a time, in arrival order
             self._waiting.popleft()
             if batchable(group) and len(texts) < self.max_prefill_rows:
                 texts.append(group[0])
                 continue
             admitted |= self._prefill_or_fail(texts, self._prefill_texts)
             texts = []
-            admitted |= self._prefill_or_fail(group, self._prefill)
+            if in_pieces:
+                self._prefill_or_fail(group, self._start_prefill)
+            else:
+                admitted |= self._prefill_or_fail(group, self._prefill)
         admitted |= self._prefill_or_fail(texts, self._prefill_texts)
         return admitted
 
@@ -249,8 +284,10 @@ class Engine:
             return
         self._next_waiting_check = now + WAITING_CHECK_SECONDS
         waiting = list(self._waiting)
-        flush_together(self._redis, self._scripts, writers_of(g[0] for g in waiting), self._outage_tolerance)
-        for group in waiting:
+        prefilling = [] if self._prefilling is None else [self._prefilling.rows]
+        groups = waiting + prefilling
+        flush_together(self._redis, self._scripts, writers_of(g[0] for g in groups), self._outage_tolerance)
+        for group in groups:
             for sequence in group:
                 if sequence.writer.lost:
                     sequence.interrupt(LOST)
@@ -258,6 +295,8 @@ class Engine:
                     sequence.cancel()
                     sequence.done.set()
         self._waiting = deque(g for g in waiting if not all(s.finished for s in g))
+        if prefilling and all(s.finished for s in prefilling[0]):
+            self._prefilling = None  # nobody waits for it any more
 
     def _prefill_positions(self, inputs: Any) -> torch.Tensor:
         """3D rotary positions of the prompt (text, or text with images and video)."""
@@ -329,14 +368,18 @@ class Engine:
 
     def _note_occupancy(self) -> None:
         metrics.RUNNING.set(len(self._active))
-        metrics.WAITING.set(sum(len(group) for group in self._waiting) + self._pending.qsize())
+        metrics.WAITING.set(self._waiting_count())
         metrics.KV_CACHE_BYTES.set(self._kv.batch_bytes(self._batch.rows, self._batch.columns))
         metrics.KV_CACHE_BUDGET_BYTES.set(self._kv.total_bytes)
 
     @property
     def occupancy(self) -> tuple[int, int]:
         """(running, waiting) sequences, for the worker's status in /health."""
-        return len(self._active), sum(len(group) for group in self._waiting) + self._pending.qsize()
+        return len(self._active), self._waiting_count()
+
+    def _waiting_count(self) -> int:
+        prefilling = 0 if self._prefilling is None else len(self._prefilling.rows)
+        return sum(len(group) for group in self._waiting) + self._pending.qsize() + prefilling
 
     def _prefill_rows(self, rows: list[Sequence]) -> None:
         inputs = rows[0].inputs
@@ -344,7 +387,41 @@ class Engine:
         started = time.perf_counter()
         logits, cache = self._head.forward(**inputs, position_ids=positions, use_cache=True)
         metrics.PREFILL.labels(prefill_kind(inputs)).observe(time.perf_counter() - started)
-        metrics.PROMPT_TOKENS.inc(int(inputs["input_ids"].shape[1]))
+        self._join(rows, logits, cache, positions)
+
+    def _start_prefill(self, rows: list[Sequence]) -> None:
+        """Begin prefilling a prompt with images or video; ``_advance_prefill`` goes on with it."""
+        inputs = rows[0].inputs
+        positions = self._prefill_positions(inputs)
+        pieces = media_prefill(self._loaded.model, inputs, positions, self.prefill_chunk_tokens)
+        self._prefilling = MediaPrefilling(rows, pieces, positions, time.perf_counter())
+
+    def _advance_prefill(self, prefilling: MediaPrefilling) -> bool:
+        """Run the next piece of the prompt being prefilled; true when its rows joined the batch."""
+        try:
+            next(prefilling.pieces)
+            return False
+        except StopIteration as finished:
+            hidden, cache = finished.value
+        except Exception as error:
+            self._prefilling = None
+            sessions = ", ".join(s.writer.session_id for s in prefilling.rows)
+            log.exception("prefill failed for session(s) %s", sessions)
+            for sequence in prefilling.rows:
+                sequence.fail(public_failure(error))
+            return False
+        self._prefilling = None
+        kind = prefill_kind(prefilling.rows[0].inputs)
+        metrics.PREFILL.labels(kind).observe(time.perf_counter() - prefilling.started)
+
+        def join(rows: list[Sequence]) -> None:
+            self._join(rows, self._head.project(hidden), cache, prefilling.positions)
+
+        return self._prefill_or_fail(prefilling.rows, join)
+
+    def _join(self, rows: list[Sequence], logits: torch.Tensor, cache: Any, positions: torch.Tensor) -> None:
+        """The prompt's rows, prefilled, draw their first token and join the batch."""
+        metrics.PROMPT_TOKENS.inc(int(positions.shape[-1]))
         for sequence in rows:
             sequence.next_position = int(positions.max()) + 1
             sequence.inputs = None  # pixel data is no longer needed
