@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -128,6 +129,22 @@ def main() -> None:
     presence.stop()
     engine.stop()
     media.close()
+    log.info("worker %s stopped", name)
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End the process without the interpreter's teardown.
+
+    Everything that matters is done: sessions handed over, presence removed, the media
+    processes closed. What is left is freeing the model and the native libraries' thread
+    pools, which took about 2 s of the 2.4 s a stop took (measured on a 2-core CPU), time
+    that a rolling restart or a scale-down would spend waiting on a process with nothing to do.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def drain(runtime: WorkerRuntime, slots: list[JobSlot]) -> None:
