@@ -87,8 +87,10 @@ def _start_stack(redis_server: RedisServer, db: int, workers: int, **overrides: 
     env = stack_env(url, **overrides)
     stack = Stack(url, env, Gateway(env))
     try:
-        for _ in range(workers):
-            stack.add_worker()
+        # Started together, then waited for: each load takes seconds of its own.
+        stack.workers = [Worker(env) for _ in range(workers)]
+        for worker in stack.workers:
+            worker.wait_ready(stack.gateway, workers=workers)
     except BaseException:
         stack.stop()
         raise

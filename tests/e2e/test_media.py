@@ -159,7 +159,7 @@ def test_streamed_media_request_starts_once_the_worker_accepts_it(stack: Stack) 
 def test_slow_media_do_not_hold_text_requests_back(make_stack: StackFactory) -> None:
     # One row of batch: a request whose image URL never answers holds it while it waits.
     private = make_stack(
-        WORKER_MAX_BATCH="1", MEDIA_FETCH_DEADLINE_SECONDS="30", MEDIA_FETCH_TIMEOUT_SECONDS="30"
+        WORKER_MAX_BATCH="1", MEDIA_FETCH_DEADLINE_SECONDS="10", MEDIA_FETCH_TIMEOUT_SECONDS="10"
     )
     silent = ConnectionRecorder()
     url = private.gateway.url
