@@ -111,6 +111,16 @@ StackFactory = Callable[..., Stack]
 @pytest.fixture
 def make_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFactory]:
     """A private stack (own Redis database) for tests that kill processes or change settings."""
+    yield from _private_stacks(redis_server)
+
+
+@pytest.fixture(scope="module")
+def make_module_stack(redis_server: RedisServer, tiny_model: str) -> Iterator[StackFactory]:
+    """Private stacks that the tests of one module share (they must not kill its processes)."""
+    yield from _private_stacks(redis_server)
+
+
+def _private_stacks(redis_server: RedisServer) -> Iterator[StackFactory]:
     started: list[tuple[int, Stack]] = []
 
     def make(workers: int = 1, **overrides: str) -> Stack:

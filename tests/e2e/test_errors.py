@@ -124,8 +124,14 @@ def test_api_keys_guard_sessions(make_stack: StackFactory) -> None:
     assert refused.headers["retry-after"]
 
 
-def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
-    private = make_stack(API_KEYS="key-a,key-b")
+@pytest.fixture(scope="module")
+def two_keys(make_module_stack: StackFactory) -> Stack:
+    """One stack with two API keys for the tests below (their session ids differ)."""
+    return make_module_stack(API_KEYS="key-a,key-b")
+
+
+def test_sessions_are_private_to_their_key(two_keys: Stack) -> None:
+    private = two_keys
     url = private.gateway.url
     owner = {"Authorization": "Bearer key-a"}
     other = {"Authorization": "Bearer key-b"}
@@ -142,8 +148,8 @@ def test_sessions_are_private_to_their_key(make_stack: StackFactory) -> None:
     assert_openai_error(resume, 404)
 
 
-def test_two_keys_may_use_the_same_session_id(make_stack: StackFactory) -> None:
-    private = make_stack(API_KEYS="key-a,key-b")
+def test_two_keys_may_use_the_same_session_id(two_keys: Stack) -> None:
+    private = two_keys
     url = private.gateway.url
     keys_headers = [{"Authorization": "Bearer key-a"}, {"Authorization": "Bearer key-b"}]
     bodies = [
