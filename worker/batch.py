@@ -81,13 +81,6 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
             and (keys.dtype, keys.device) == (buffer.dtype, buffer.device)
         )
 
-    def reserve(self, slots: int, columns: int, used_slots: int, used_columns: int) -> None:
-        """Make room for ``slots`` x ``columns`` (at least), keeping what is in use."""
-        have_slots, _, have_columns = self.shape
-        if slots <= have_slots and columns <= have_columns:
-            return
-        self.resize(max(slots, have_slots), max(columns, have_columns), used_slots, used_columns)
-
     def resize(self, slots: int, columns: int, used_slots: int, used_columns: int) -> None:
         """New buffers of this size, holding the ``used`` part of the old ones."""
         keys = self.key_buffer.new_zeros((slots, self.key_buffer.shape[1], columns, self.key_buffer.shape[3]))
@@ -125,8 +118,8 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
 class SlotBatch:
     def __init__(self) -> None:
         self.cache: DynamicCache | None = None
-        self._lengths: list[int] = []  # tokens each slot holds (0 when free)
-        self._occupied: list[bool] = []
+        # Tokens each slot holds; 0: the slot is free (a row holds its prompt, never empty).
+        self._lengths: list[int] = []
         # The decoding step under way: where each row writes (row, column), and its mask.
         self.step: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = (
             torch.empty(0),
@@ -137,8 +130,8 @@ class SlotBatch:
     @property
     def rows(self) -> int:
         """Slots a step runs: up to the highest one in use."""
-        for slot in range(len(self._occupied) - 1, -1, -1):
-            if self._occupied[slot]:
+        for slot in range(len(self._lengths) - 1, -1, -1):
+            if self._lengths[slot]:
                 return slot + 1
         return 0
 
@@ -152,8 +145,8 @@ class SlotBatch:
         return [] if self.cache is None else cast(list[SlotLayer], self.cache.layers)
 
     def _free_slots(self, count: int) -> list[int]:
-        free = [slot for slot, taken in enumerate(self._occupied) if not taken][:count]
-        return free + list(range(len(self._occupied), len(self._occupied) + count - len(free)))
+        free = [slot for slot, length in enumerate(self._lengths) if not length][:count]
+        return free + list(range(len(self._lengths), len(self._lengths) + count - len(free)))
 
     def add(
         self,
@@ -194,11 +187,10 @@ class SlotBatch:
                 # A row of a joint prefill is left-padded: its tokens are the last n columns.
                 layer.put(slot, keys[row, :, length - n : length], values[row, :, length - n : length])
         for slot, (_, n) in zip(slots, rows, strict=True):
-            if slot == len(self._occupied):
-                self._occupied.append(True)
+            if slot == len(self._lengths):
                 self._lengths.append(n)
             else:
-                self._occupied[slot], self._lengths[slot] = True, n
+                self._lengths[slot] = n
         return slots
 
     def _reserve(self, slots: int, columns: int) -> None:
@@ -206,7 +198,7 @@ class SlotBatch:
         for layer in self.layers:
             have_slots, _, have_columns = layer.shape
             if slots > have_slots or columns > have_columns:
-                layer.reserve(
+                layer.resize(
                     _slots_for(slots) if slots > have_slots else have_slots,
                     _room_for(columns) if columns > have_columns else have_columns,
                     used_slots,
@@ -233,16 +225,14 @@ class SlotBatch:
 
     def advance(self) -> None:
         """The step completed: every row in use holds one more token."""
-        for slot, taken in enumerate(self._occupied):
-            if taken:
-                self._lengths[slot] += 1
+        self._lengths = [length + 1 if length else 0 for length in self._lengths]
 
     def free(self, slots: list[int]) -> None:
         """These rows leave; nothing is copied unless the buffers shrink by half or more."""
         for slot in slots:
-            self._occupied[slot], self._lengths[slot] = False, 0
+            self._lengths[slot] = 0
         rows = self.rows
-        del self._occupied[rows:], self._lengths[rows:]
+        del self._lengths[rows:]
         if not rows:
             self.cache = None
             return
