@@ -35,9 +35,11 @@ def job(text: str, max_tokens: int, **sampling: object) -> GenerationJob:
     return make_job(text, max_new_tokens=max_tokens, **sampling)
 
 
-def reference_tokens(loaded: LoadedModel, request: GenerationJob) -> list[int]:
+def reference_tokens(
+    loaded: LoadedModel, request: GenerationJob, media: list[Media] | None = None
+) -> list[int]:
     """Greedy tokens from transformers' generate(), the ground truth for the engine."""
-    prompt = prepare(loaded, request)
+    prompt = prepare(loaded, request, media)
     n = request.sampling.max_new_tokens
     with torch.inference_mode():
         output = loaded.model.generate(
@@ -112,18 +114,7 @@ def test_image_prompts_batch_with_text_and_match_generate(
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(partial(decode, engine), sequences))
     for request, sequence, items in zip([with_image, text_only], sequences, media, strict=True):
-        prompt = prepare(loaded, request, items)
-        with torch.inference_mode():
-            output = loaded.model.generate(
-                **prompt.inputs,
-                max_new_tokens=30,
-                min_new_tokens=30,
-                do_sample=False,
-                top_p=None,
-                top_k=None,
-                temperature=None,
-            )
-        expected = [int(t) for t in output[0, len(prompt.prompt_ids) :].tolist()]
+        expected = reference_tokens(loaded, request, items)
         assert sequence.generated == expected[: len(sequence.generated)]
         assert sequence.generated
 

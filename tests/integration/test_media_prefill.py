@@ -20,7 +20,6 @@ from worker.media.loader import Media
 from worker.media.video import VideoClip
 from worker.media_prefill import media_prefill
 from worker.model import LoadedModel
-from worker.sequence import Sequence
 from worker.verdict import prepare
 
 
@@ -122,22 +121,5 @@ def test_running_streams_keep_decoding_while_a_video_prompt_is_prefilled(
     assert len(engine.steps_while_prefilling) >= 4
     assert set(engine.steps_while_prefilling) == {1}
     assert text.generated == reference_tokens(loaded, text_job)
-    assert_greedy_as_generate(loaded, request, media, with_media)
-
-
-def assert_greedy_as_generate(
-    loaded: LoadedModel, request: GenerationJob, media: list[Media], sequence: Sequence
-) -> None:
-    prompt = prepare(loaded, request, media)
-    with torch.inference_mode():
-        output = loaded.model.generate(
-            **prompt.inputs,
-            max_new_tokens=request.sampling.max_new_tokens,
-            min_new_tokens=request.sampling.max_new_tokens,
-            do_sample=False,
-            top_p=None,
-            top_k=None,
-            temperature=None,
-        )
-    expected = [int(t) for t in output[0, len(prompt.prompt_ids) :].tolist()]
-    assert sequence.generated and sequence.generated == expected[: len(sequence.generated)]
+    expected = reference_tokens(loaded, request, media)
+    assert with_media.generated and with_media.generated == expected[: len(with_media.generated)]
