@@ -398,19 +398,22 @@ class Engine:
 
     def _advance_prefill(self, prefilling: MediaPrefilling) -> bool:
         """Run the next piece of the prompt being prefilled; true when its rows joined the batch."""
-        try:
-            next(prefilling.pieces)
-            return False
-        except StopIteration as finished:
-            hidden, cache = finished.value
-        except Exception as error:
+        done: list[tuple[torch.Tensor, Any]] = []
+
+        def next_piece(rows: list[Sequence]) -> None:
+            try:
+                next(prefilling.pieces)
+            except StopIteration as finished:
+                done.append(finished.value)
+
+        # A piece that fails fails the prompt's rows alone, as a one-pass prefill would.
+        if not self._prefill_or_fail(prefilling.rows, next_piece):
             self._prefilling = None
-            sessions = ", ".join(s.writer.session_id for s in prefilling.rows)
-            log.exception("prefill failed for session(s) %s", sessions)
-            for sequence in prefilling.rows:
-                sequence.fail(public_failure(error))
+            return False
+        if not done:
             return False
         self._prefilling = None
+        hidden, cache = done[0]
         kind = prefill_kind(prefilling.rows[0].inputs)
         metrics.PREFILL.labels(kind).observe(time.perf_counter() - prefilling.started)
 
