@@ -18,11 +18,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import redis
 from rq import Queue, get_current_job
 
+from shared import keys
+from shared.events import SessionStatus, empty_usage
 from shared.jobs import GenerationJob
 from shared.queueing import QueueKind, enqueue_generation
 from shared.redis_retry import retry_through_outage
@@ -33,7 +36,8 @@ from worker import metrics
 from worker.engine import HANDOVER, Engine
 from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import build_sequences, continue_after
-from worker.media.loader import MediaLoader
+from worker.media.errors import MediaCancelled
+from worker.media.loader import MediaLoader, never_cancelled
 from worker.model import LoadedModel
 from worker.presence import Presence
 from worker.sequence import Sequence, combined
@@ -151,7 +155,11 @@ def _attempt(
             started.attempt,
             len(started.tokens),
         )
-    group = _prepare(runtime, job, writer, resumed)
+    try:
+        group = _prepare(runtime, job, writer, resumed)
+    except MediaCancelled:
+        log.info("session %s cancelled while its media were fetched", job.session_id)
+        return _end_cancelled(job, writer)
     if group is None:
         return {"status": "failed"}
     for sequence in group:
@@ -188,9 +196,12 @@ def _prepare(
     runtime: WorkerRuntime, job: GenerationJob, writer: SessionWriter, resumed: bool
 ) -> list[Sequence] | None:
     """The sequences to decode (one per choice), or None when the request was refused."""
+    # A continued session must rebuild its stream's events from the prompt before it can
+    # end it, so only a fresh one stops fetching when it is cancelled.
+    cancelled = never_cancelled if resumed else partial(_cancel_requested, runtime.connection, job.session_id)
     try:
         # Fetching and decoding run in this job's thread, alongside the engine's steps.
-        media = runtime.media.load(job)
+        media = runtime.media.load(job, cancelled)
         with runtime.prepare_lock:
             return build_sequences(runtime.loaded, job, writer, media)
     except InvalidRequest as error:
@@ -202,6 +213,31 @@ def _prepare(
             # The first event is an error: the gateway answers the request with a 400.
             writer.fail(str(error), "invalid_request_error", error.code, error.param)
         return None
+
+
+def _cancel_requested(connection: redis.Redis, session_id: str) -> bool:
+    try:
+        return bool(connection.exists(keys.session_cancel(session_id)))
+    except redis.RedisError:  # unknown for now: the fetch deadline still bounds the wait
+        return False
+
+
+def _end_cancelled(job: GenerationJob, writer: SessionWriter) -> dict[str, Any]:
+    """End a session cancelled before its prompt was built: the events of one cancelled while
+    queued (each choice's role and finish), written by the worker that runs it."""
+    chunks, usage = writer.chunks, empty_usage()
+    if isinstance(chunks, ResponseEvents):
+        writer.emit(chunks.role())
+        final_events = chunks.finish("cancelled", usage)
+    else:
+        choices = [chunks.for_choice(index) for index in range(job.n)]
+        for choice in choices:
+            writer.emit(choice.role())
+        final_events = [choice.finish("cancelled") for choice in choices]
+        if job.include_usage:
+            final_events.append(chunks.usage(usage))
+    writer.finish(SessionStatus.CANCELLED, "cancelled", usage, final_events)
+    return {"status": SessionStatus.CANCELLED.value, "finish_reason": "cancelled", "usage": usage}
 
 
 def _finish(job: GenerationJob, writer: SessionWriter, group: list[Sequence]) -> dict[str, Any]:

@@ -156,10 +156,11 @@ def test_streamed_media_request_starts_once_the_worker_accepts_it(stack: Stack) 
     assert not stack.redis.exists(keys.session_media("media-stream"))
 
 
-def test_slow_media_do_not_hold_text_requests_back(make_stack: StackFactory) -> None:
+def test_slow_media_hold_no_text_request_back_and_a_cancel_ends_their_wait(make_stack: StackFactory) -> None:
     # One row of batch: a request whose image URL never answers holds it while it waits.
+    # The fetch deadline is far beyond the test: a cancel must end the wait, not the deadline.
     private = make_stack(
-        WORKER_MAX_BATCH="1", MEDIA_FETCH_DEADLINE_SECONDS="10", MEDIA_FETCH_TIMEOUT_SECONDS="10"
+        WORKER_MAX_BATCH="1", MEDIA_FETCH_DEADLINE_SECONDS="120", MEDIA_FETCH_TIMEOUT_SECONDS="120"
     )
     silent = ConnectionRecorder()
     url = private.gateway.url
@@ -181,6 +182,35 @@ def test_slow_media_do_not_hold_text_requests_back(make_stack: StackFactory) -> 
             # Served while the media request was still waiting for its image.
             assert private.redis.hget(keys.session_meta("slow-media"), "status") == "running"
             httpx.post(f"{url}/v1/cancel/slow-media", timeout=10)
-            waiting.result(timeout=60)
+            cancelled = waiting.result(timeout=60)
+            assert cancelled.status_code == 200
+            assert cancelled.json()["choices"][0]["finish_reason"] == "cancelled"
+            assert private.redis.hget(keys.session_meta("slow-media"), "status") == "cancelled"
+            # The worker's one media job slot is free again: the next media request is served.
+            inline = [text("Hi"), image_url(data_uri(PNG, "image/png"))]
+            again = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": inline}], "max_tokens": 3},
+                timeout=30,
+            )
+            assert again.status_code == 200
+            # A response (Responses API) cancelled while its image is fetched ends as cancelled.
+            response = httpx.post(
+                f"{url}/v1/responses",
+                json={
+                    "input": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "input_image", "image_url": silent.url("/slow2.png")}],
+                        }
+                    ],
+                    "background": True,
+                    "max_output_tokens": 3,
+                },
+                timeout=10,
+            ).json()
+            wait_until(lambda: silent.connections > 1, 20, "the worker to fetch the second slow image")
+            ended = httpx.post(f"{url}/v1/responses/{response['id']}/cancel", timeout=30).json()
+            assert ended["status"] == "cancelled"
     finally:
         silent.stop()

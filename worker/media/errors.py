@@ -1,4 +1,5 @@
-"""The one error the media modules raise: a client's media that cannot be used."""
+"""The errors the media modules raise: a client's media that cannot be used, or a request
+that was cancelled while its media were being fetched."""
 
 from __future__ import annotations
 
@@ -9,3 +10,7 @@ class MediaError(Exception):
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class MediaCancelled(Exception):
+    """The session was cancelled while its media were still being fetched."""

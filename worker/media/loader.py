@@ -14,7 +14,7 @@ import base64
 import binascii
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
@@ -26,7 +26,7 @@ from shared.settings import Settings
 from worker import metrics
 from worker.errors import InvalidRequest
 from worker.media.budget import ConcurrentPixels, check_request_pixels
-from worker.media.errors import MediaError
+from worker.media.errors import MediaCancelled, MediaError
 from worker.media.fetch import Deadline, Fetcher, FetchLimits
 from worker.media.images import open_image, read_image
 from worker.media.isolation import start_forkserver
@@ -36,6 +36,12 @@ from worker.media.video import OpenedVideo, VideoClip, VideoLimits, open_video, 
 Media = Image.Image | VideoClip
 MediaPart = ImagePart | VideoPart
 _WHITESPACE = re.compile(rb"\s+")
+# How often a request waiting for its URLs looks whether it was cancelled meanwhile.
+CANCEL_CHECK_SECONDS = 0.5
+
+
+def never_cancelled() -> bool:
+    return False
 
 
 def decode_base64(text: bytes) -> bytes:
@@ -70,8 +76,12 @@ class MediaLoader:
     def close(self) -> None:
         self._fetcher.close()
 
-    def load(self, job: GenerationJob) -> list[Media]:
+    def load(self, job: GenerationJob, cancelled: Callable[[], bool] = never_cancelled) -> list[Media]:
         """The job's media in prompt order; raises InvalidRequest for a bad one.
+
+        While its URLs are fetched, ``cancelled`` is asked every CANCEL_CHECK_SECONDS: a
+        true answer raises MediaCancelled at once, so that a cancelled request does not
+        hold its job slot until the fetch deadline.
 
         The inline media stay in Redis: a worker that takes the job over after this one
         dies needs them too; they go with the session.
@@ -80,7 +90,7 @@ class MediaLoader:
         if not parts:
             return []
         started = time.perf_counter()
-        files = self._read_all(job, parts)
+        files = self._read_all(job, parts, cancelled)
         if any(part.url is not None for part in parts):
             metrics.MEDIA_FETCH.observe(time.perf_counter() - started)
         opened: list[Image.Image | OpenedVideo] = []
@@ -101,7 +111,9 @@ class MediaLoader:
                     metrics.MEDIA_DECODE.labels(part.type).observe(time.perf_counter() - started)
             return decoded
 
-    def _read_all(self, job: GenerationJob, parts: list[MediaPart]) -> list[bytes]:
+    def _read_all(
+        self, job: GenerationJob, parts: list[MediaPart], cancelled: Callable[[], bool]
+    ) -> list[bytes]:
         """Every part's bytes: the URLs all at once, the inline ones meanwhile."""
         deadline = Deadline.after(self._settings.media_fetch_deadline_seconds, "MEDIA_FETCH_DEADLINE_SECONDS")
         remote = [position for position, part in enumerate(parts) if part.url is not None]
@@ -114,7 +126,13 @@ class MediaLoader:
                 if part.url is None:
                     with naming(part):
                         files[position] = self._inline(job, part)
-            wait(fetches.values(), return_when=FIRST_EXCEPTION)
+            pending = set(fetches.values())
+            while pending:
+                done, pending = wait(pending, CANCEL_CHECK_SECONDS, return_when=FIRST_EXCEPTION)
+                if any(fetch.exception() is not None for fetch in done):
+                    break
+                if pending and cancelled():
+                    raise MediaCancelled
             for fetch in fetches.values():  # the first refusal in prompt order, among those done
                 if fetch.done() and fetch.exception() is not None:
                     fetch.result()
