@@ -286,7 +286,7 @@ class Engine:
         waiting = list(self._waiting)
         prefilling = [] if self._prefilling is None else [self._prefilling.rows]
         groups = waiting + prefilling
-        flush_together(self._redis, self._scripts, writers_of(g[0] for g in groups), self._outage_tolerance)
+        flush_together(self._scripts, writers_of(g[0] for g in groups), self._outage_tolerance)
         for group in groups:
             for sequence in group:
                 if sequence.writer.lost:
@@ -486,7 +486,7 @@ class Engine:
         self._sample(logits, sequences)
 
     def _flush_and_retire(self) -> None:
-        flush_together(self._redis, self._scripts, writers_of(self._active), self._outage_tolerance)
+        flush_together(self._scripts, writers_of(self._active), self._outage_tolerance)
         for sequence in self._active:
             if sequence.writer.lost:
                 sequence.interrupt(LOST)

@@ -140,7 +140,7 @@ class SessionWriter:
     def flush(self) -> None:
         """Write everything buffered; raises SessionLost if the session is no longer ours."""
         while True:
-            flush_together(self._redis, self._scripts, [self], self._settings.redis_outage_tolerance_seconds)
+            flush_together(self._scripts, [self], self._settings.redis_outage_tolerance_seconds)
             if self.lost:
                 raise SessionLost(self.session_id)
             if not self.unwritten:
@@ -191,9 +191,7 @@ class SessionWriter:
         return retry_through_outage(call, tolerance, f"{what} {self.session_id}")
 
 
-def flush_together(
-    connection: redis.Redis, scripts: SyncScripts, writers: list[SessionWriter], tolerance_seconds: float
-) -> None:
+def flush_together(scripts: SyncScripts, writers: list[SessionWriter], tolerance_seconds: float) -> None:
     """Write several sessions' buffered events in one Redis round trip.
 
     The engine calls this once per decoding step for its whole batch; each writer then
@@ -201,13 +199,6 @@ def flush_together(
     the same writes are sent again until they land (a replay is recognised and ignored).
     """
     calls = [writer.append_call() for writer in writers]
-
-    def write() -> list[object]:
-        pipe = connection.pipeline(transaction=False)
-        for call in calls:
-            scripts.queue(call, pipe)
-        return list(pipe.execute())
-
-    replies = retry_through_outage(write, tolerance_seconds, "event writes")
+    replies = retry_through_outage(lambda: scripts.run_together(calls), tolerance_seconds, "event writes")
     for writer, call, reply in zip(writers, calls, replies, strict=True):
         writer.take_reply(call, call.parse(reply))

@@ -58,3 +58,19 @@ def test_a_writer_whose_session_is_gone_stops(connection: redis.Redis, engine_se
     with pytest.raises(SessionLost):
         writer.flush()
     assert connection.keys("*") == []
+
+
+def test_writes_go_on_after_redis_forgot_the_scripts(
+    connection: redis.Redis, engine_settings: Settings
+) -> None:
+    # A restarted Redis has no scripts: the writes answered NOSCRIPT load them and go again.
+    job = make_job()
+    writer = open_session(connection, engine_settings, job)
+    writer.emit("first")
+    writer.flush()
+    connection.script_flush()
+    writer.emit("second")
+    writer.add_token(7)
+    writer.flush()
+    assert stored(connection, job.session_id) == ["first", "second"]
+    assert connection.lrange(keys.session_tokens(job.session_id), 0, -1) == [b"7"]
