@@ -9,7 +9,7 @@ pace; the n choices of one request share one prefill. Then they join the running
 and every step decodes one token for all of them at once.
 A sequence that finishes or is cancelled leaves the batch without disturbing the others.
 After every step the events of all sequences, and the reads of their cancel flags, go to
-Redis in one round trip.
+Redis in one round trip, sent while the next step computes (worker.step_writes).
 
 A sequence joins only when its whole length (prompt and completion budget) fits in the
 KV cache budget beside the others (worker.kv_budget); until then it waits, in arrival
@@ -44,6 +44,7 @@ from worker.model import LoadedModel
 from worker.sampler import sample_batch
 from worker.sequence import Outcome, Sequence
 from worker.session_writer import SessionWriter, flush_together
+from worker.step_writes import StepWrites
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ class Engine:
         self._redis = connection
         self._scripts = SyncScripts(connection)
         self._outage_tolerance = outage_tolerance_seconds
+        self._writes = StepWrites(self._scripts, outage_tolerance_seconds)
         self._max_batch = max_batch
         self._kv = loaded.kv
         # Handed in by the jobs' threads (a request's choices together)...
@@ -136,6 +138,7 @@ class Engine:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=10)
+        self._writes.close()
 
     @property
     def alive(self) -> bool:
@@ -192,12 +195,14 @@ class Engine:
                     self._note_occupancy()
                 except Exception as error:  # the model failed: fail the batch, keep serving
                     log.exception("decoding step failed; failing %d sequences", len(self._active))
+                    self._writes.drain()
                     for sequence in self._active:
                         sequence.fail(public_failure(error))
                     self._active = []
                     self._batch = SlotBatch()
 
     def _interrupt_all(self, why: str) -> None:
+        self._writes.drain()  # the jobs' threads take their writers back
         for sequence in self._active:
             sequence.interrupt(why)
         self._active = []
@@ -486,17 +491,21 @@ class Engine:
         self._sample(logits, sequences)
 
     def _flush_and_retire(self) -> None:
-        flush_together(self._scripts, writers_of(self._active), self._outage_tolerance)
+        """Take the replies of the writes in flight, let finished rows leave, send the new events.
+
+        A row leaves only once no write of its session is in flight: its job's thread then
+        writes the rest itself (SessionWriter.finish).
+        """
+        self._writes.settle()
         for sequence in self._active:
             if sequence.writer.lost:
                 sequence.interrupt(LOST)
             elif sequence.writer.cancel_requested and not sequence.finished:
                 sequence.cancel()
-        keep = [i for i, s in enumerate(self._active) if not s.finished]
-        if len(keep) == len(self._active):
-            return
-        for sequence in self._active:
-            if sequence.finished:
-                sequence.done.set()
-        self._batch.free([s.slot for s in self._active if s.finished])
-        self._active = [self._active[i] for i in keep]
+        if any(s.finished for s in self._active):
+            for sequence in self._active:
+                if sequence.finished:
+                    sequence.done.set()
+            self._batch.free([s.slot for s in self._active if s.finished])
+            self._active = [s for s in self._active if not s.finished]
+        self._writes.send(writers_of(self._active))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -194,11 +194,19 @@ class SessionWriter:
 def flush_together(scripts: SyncScripts, writers: list[SessionWriter], tolerance_seconds: float) -> None:
     """Write several sessions' buffered events in one Redis round trip.
 
-    The engine calls this once per decoding step for its whole batch; each writer then
-    says whether a cancel was requested or the session was lost. Through a Redis outage
-    the same writes are sent again until they land (a replay is recognised and ignored).
+    Each writer then says whether a cancel was requested or the session was lost. Through
+    a Redis outage the same writes are sent again until they land (a replay is recognised
+    and ignored).
     """
     calls = [writer.append_call() for writer in writers]
-    replies = retry_through_outage(lambda: scripts.run_together(calls), tolerance_seconds, "event writes")
+    take_replies(writers, calls, write_together(scripts, calls, tolerance_seconds))
+
+
+def write_together(scripts: SyncScripts, calls: list[Append], tolerance_seconds: float) -> list[Any]:
+    """The writes' raw replies; only this touches the network, so it may run in any thread."""
+    return retry_through_outage(lambda: scripts.run_together(calls), tolerance_seconds, "event writes")
+
+
+def take_replies(writers: list[SessionWriter], calls: list[Append], replies: list[Any]) -> None:
     for writer, call, reply in zip(writers, calls, replies, strict=True):
         writer.take_reply(call, call.parse(reply))
