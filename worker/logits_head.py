@@ -15,7 +15,13 @@ a 2-core AMD EPYC (AVX2), one thread, hidden size 64 (the tiny checkpoint), ms p
   as long as the engine.
 - MKL's sgemm repacks the whole weight at every call; oneDNN with a weight packed once
   does not (vLLM's CPU backend packs its linear layers the same way). Its output is a new
-  tensor, so it is used while that stays under 32 MB (32 rows).
+  tensor, so a batch whose logits would pass 31 MB (51 rows here) is computed in pieces
+  under that, each copied into the buffer. Measured on a 2-core AMD EPYC (AVX-512), ms:
+
+    rows                               33     48     64
+    mm into a reused buffer          13.3   20.8   18.8
+    oneDNN, one call                  4.2    5.4   23.4
+    oneDNN, pieces of 32 copied       6.2    7.9   10.2
 - One row (a prefill, or a lone stream) is a matrix-vector product, fastest over the
   weight stored transposed.
 
@@ -34,8 +40,12 @@ from transformers import DynamicCache
 
 # Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight).
 MAX_EXTRA_BYTES = 256 * 1024**2
-# Rows up to which the prepacked oneDNN product is used (its output must stay under 32 MB).
-PACKED_MAX_ROWS = 32
+# The batch size oneDNN packs the weight for (it serves any other size too).
+PACKED_FOR_ROWS = 32
+# The most bytes of logits one oneDNN call returns: a fresh tensor up to about this size
+# is recycled by malloc, a bigger one is mapped from the operating system every time
+# (glibc's mmap threshold grows up to 32 MiB).
+FRESH_OUTPUT_BYTES = 31 * 1024**2
 
 
 def _packable(weight: torch.Tensor) -> bool:
@@ -48,8 +58,9 @@ def _packable(weight: torch.Tensor) -> bool:
 
 
 class LogitsHead:
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, fresh_output_bytes: int = FRESH_OUTPUT_BYTES) -> None:
         self._model = model
+        self._fresh_output_bytes = fresh_output_bytes
         self._buffer: torch.Tensor | None = None
         head = model.lm_head
         self._weight: torch.Tensor | None = None
@@ -60,7 +71,7 @@ class LogitsHead:
         if self._weight is not None and _packable(self._weight):
             self._transposed = self._weight.t().contiguous()
             try:
-                self._packed = torch.ops.mkldnn._reorder_linear_weight(self._weight, PACKED_MAX_ROWS)
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(self._weight, PACKED_FOR_ROWS)
             except (RuntimeError, AttributeError):
                 self._packed = None  # a torch without oneDNN's linear: mm it is
 
@@ -83,14 +94,34 @@ class LogitsHead:
         rows = hidden.shape[0]
         if rows == 1 and self._transposed is not None:
             return hidden @ self._transposed
-        if rows <= PACKED_MAX_ROWS and self._packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
-                hidden, self._packed, None, "none", [], ""
-            )
-        buffer = self._buffer
-        fits = buffer is not None and buffer.shape[0] >= rows
-        if buffer is None or not fits or (buffer.dtype, buffer.device) != (hidden.dtype, hidden.device):
-            buffer = self._buffer = hidden.new_empty(rows, weight.shape[0])
-        logits = buffer[:rows]
+        if self._packed is not None:
+            return self._packed_product(hidden, self._packed)
+        logits = self._scratch(hidden)
         torch.mm(hidden, weight.t(), out=logits)
         return logits
+
+    def _packed_product(self, hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+        rows, vocab = hidden.shape[0], packed.shape[0]
+        per_call = max(1, self._fresh_output_bytes // (vocab * hidden.element_size()))
+        if rows <= per_call:
+            return _linear(hidden, packed)
+        # Even pieces: 64 rows go as two of 32 rather than one of 51 and one of 13.
+        pieces = -(-rows // per_call)
+        size = -(-rows // pieces)
+        logits = self._scratch(hidden)
+        for start in range(0, rows, size):
+            logits[start : start + size].copy_(_linear(hidden[start : start + size], packed))
+        return logits
+
+    def _scratch(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The reused logits buffer, at least as many rows as ``hidden``; its first rows."""
+        assert self._weight is not None
+        rows, buffer = hidden.shape[0], self._buffer
+        fits = buffer is not None and buffer.shape[0] >= rows
+        if buffer is None or not fits or (buffer.dtype, buffer.device) != (hidden.dtype, hidden.device):
+            buffer = self._buffer = hidden.new_empty(rows, self._weight.shape[0])
+        return buffer[:rows]
+
+
+def _linear(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(hidden, packed, None, "none", [], "")  # type: ignore[no-any-return]
