@@ -206,10 +206,12 @@ class SlotBatch:
                 )
 
     def prepare_step(self) -> torch.Tensor:
-        """Get ready for a decoding step; the mask of it ([rows, columns], true where seen).
+        """Get ready for a decoding step; the mask of it ([rows, 1, 1, columns], true where seen).
 
         Each row writes its token at its own length and sees the columns before it; a hole
-        writes to its column 0 and sees only that.
+        writes to its column 0 and sees only that. The mask has the shape attention takes,
+        so transformers uses it as it is instead of building one from a [rows, columns] one
+        at every step.
         """
         rows = self.rows
         assert self.cache is not None and rows, "a step needs rows"
@@ -221,7 +223,7 @@ class SlotBatch:
         index_rows = torch.arange(rows, device=device)
         mask = torch.arange(columns, device=device).unsqueeze(0) <= index_columns.unsqueeze(1)
         self.step = (index_rows, index_columns, mask)
-        return mask
+        return mask[:, None, None, :]
 
     def advance(self) -> None:
         """The step completed: every row in use holds one more token."""

@@ -42,7 +42,7 @@ def snapshot(batch: SlotBatch) -> list[torch.Tensor]:
 
 def step(batch: SlotBatch, value: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One decoding step through every layer, each row's new column full of ``value``."""
-    mask = batch.prepare_step()
+    mask = batch.prepare_step()[:, 0, 0]
     column = torch.full((batch.rows, HEADS, 1, HEAD_DIM), value)
     seen = [layer.update(column, -column) for layer in batch.layers]
     batch.advance()
@@ -62,7 +62,8 @@ def test_rows_of_different_lengths_are_left_aligned_in_their_slots() -> None:
     assert not batch.layers[0].key_buffer[0, :, 3:].any()
     # A step sees each row's own columns, and the new one.
     mask = batch.prepare_step()
-    assert mask.tolist() == [[True] * 4 + [False] * 2, [True] * 6]
+    assert mask.shape == (2, 1, 1, 6)
+    assert mask[:, 0, 0].tolist() == [[True] * 4 + [False] * 2, [True] * 6]
 
 
 def test_a_joint_prefill_joins_each_row_without_its_padding() -> None:
@@ -111,7 +112,7 @@ def test_leaving_copies_nothing_and_a_joining_row_fills_the_hole() -> None:
     assert (batch.rows, batch.columns, batch.lengths()) == (3, 4, [3, 0, 4])
     assert torch.equal(slot_keys(batch, 0), before[0]) and torch.equal(slot_keys(batch, 2), before[2])
     # A hole writes to its column 0 and sees only that.
-    assert batch.prepare_step()[1].tolist() == [True, False, False, False, False]
+    assert batch.prepare_step()[1, 0, 0].tolist() == [True, False, False, False, False]
     newcomer = prefilled(2, 9)
     assert batch.add(newcomer, 2, CPU) == [1]
     assert torch.equal(slot_keys(batch, 1), layer_keys(newcomer)[0])
