@@ -18,7 +18,6 @@ order of each script is written down exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
@@ -98,30 +97,61 @@ end
 return reply
 """
 
-APPEND = """
-local meta = redis.call('HMGET', KEYS[1], 'status', 'worker')
-if meta[1] ~= 'running' or meta[2] ~= ARGV[1] then return {'lost', 0, 0} end
-local next_index, token_count = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n_events = tonumber(ARGV[5])
-local first_token = 6 + n_events
-local n_tokens = #ARGV - first_token + 1
-local xlen, tlen = redis.call('XLEN', KEYS[2]), redis.call('LLEN', KEYS[7])
-local replayed = xlen == next_index + n_events and tlen == token_count + n_tokens
-if not replayed then
-  if xlen < next_index or tlen < token_count then return {'behind', xlen, tlen} end
-  if xlen ~= next_index or tlen ~= token_count then return {'lost', xlen, tlen} end
-  for i = 1, n_events do
-    redis.call('XADD', KEYS[2], '0-' .. (next_index + i), 'd', ARGV[5 + i])
+_APPEND_ONE = """
+-- One session's append: its keys from KEYS[k + 1] (meta, events, cancel, ..., tokens at
+-- k + 7), its arguments from ARGV[a]: worker, next index, token count, keep seconds, the
+-- number of events, the number of tokens, then the events and the tokens. Returns the
+-- reply and where the next session's arguments start.
+local function append_one(k, a)
+  local meta_key, events_key, cancel_key, tokens_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 7]
+  local n_events, n_tokens = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local first_event = a + 6
+  local first_token = first_event + n_events
+  local after = first_token + n_tokens
+  local meta = redis.call('HMGET', meta_key, 'status', 'worker')
+  if meta[1] ~= 'running' or meta[2] ~= ARGV[a] then return {'lost', 0, 0}, after end
+  local next_index, token_count = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local xlen, tlen = redis.call('XLEN', events_key), redis.call('LLEN', tokens_key)
+  local replayed = xlen == next_index + n_events and tlen == token_count + n_tokens
+  if not replayed then
+    if xlen < next_index or tlen < token_count then return {'behind', xlen, tlen}, after end
+    if xlen ~= next_index or tlen ~= token_count then return {'lost', xlen, tlen}, after end
+    for i = 0, n_events - 1 do
+      redis.call('XADD', events_key, '0-' .. (next_index + i + 1), 'd', ARGV[first_event + i])
+    end
+    if n_tokens > 0 then
+      redis.call('RPUSH', tokens_key, unpack(ARGV, first_token, after - 1))
+    end
+    redis.call('EXPIRE', events_key, ARGV[a + 3])
+    redis.call('EXPIRE', tokens_key, ARGV[a + 3])
   end
-  if n_tokens > 0 then
-    redis.call('RPUSH', KEYS[7], unpack(ARGV, first_token))
-  end
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('EXPIRE', KEYS[7], ARGV[4])
+  if redis.call('EXISTS', cancel_key) == 1 then return {'cancel', xlen, tlen}, after end
+  return {'ok', xlen, tlen}, after
 end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'cancel', xlen, tlen} end
-return {'ok', xlen, tlen}
 """
+
+APPEND = (
+    _APPEND_ONE
+    + """
+return (append_one(0, 1))
+"""
+)
+
+# Every session of a decoding step in one run: Redis wakes a gateway's blocked XREAD after
+# a command, so one script for the batch wakes it once, where a pipeline of one script per
+# session woke it after the first and again for the rest.
+APPEND_MANY = (
+    _APPEND_ONE
+    + """
+local replies, a = {}, 1
+for k = 0, #KEYS - 1, 8 do
+  local reply
+  reply, a = append_one(k, a)
+  replies[#replies + 1] = reply
+end
+return replies
+"""
+)
 
 FINISH = (
     _COMMON
@@ -355,11 +385,30 @@ class Append(SessionCall[AppendReply]):
             self.token_count,
             self.keep_seconds,
             len(self.events),
+            len(self.tokens),
         ]
         return [*head, *self.events, *self.tokens]
 
     def parse(self, reply: Any) -> AppendReply:
         return AppendReply(Appended(_text(reply[0])), int(reply[1]), int(reply[2]))
+
+
+@dataclass(frozen=True)
+class AppendMany(ScriptCall[list[AppendReply]]):
+    """Several sessions' appends in one script run (a decoding step's, for its whole batch);
+    one reply per session, in order. Its keys span sessions: one Redis, not a cluster."""
+
+    SOURCE: ClassVar[str] = APPEND_MANY
+    parts: tuple[Append, ...]
+
+    def keys(self) -> list[str]:
+        return [key for part in self.parts for key in part.keys()]  # noqa: SIM118 (a method, not a dict)
+
+    def args(self) -> list[ScriptArg]:
+        return [arg for part in self.parts for arg in part.args()]
+
+    def parse(self, reply: Any) -> list[AppendReply]:
+        return [part.parse(one) for part, one in zip(self.parts, reply, strict=True)]
 
 
 class Finished(StrEnum):
@@ -535,6 +584,7 @@ ALL_CALLS: tuple[type[ScriptCall[Any]], ...] = (
     Create,
     Start,
     Append,
+    AppendMany,
     Finish,
     Cancel,
     Fail,
@@ -554,38 +604,6 @@ class SyncScripts:
     def run(self, call: ScriptCall[R]) -> R:
         script = self._scripts[type(call)]
         return call.parse(script(keys=call.keys(), args=call.args()))
-
-    def run_together(self, calls: Sequence[ScriptCall[Any]]) -> list[Any]:
-        """Run the calls in one round trip; their raw replies in order (``call.parse`` reads one).
-
-        Sent as EVALSHA straight away: a pipeline given registered scripts first asks Redis
-        whether they exist, one more round trip every time, which the engine would pay at
-        every decoding step. Redis forgets the scripts when it restarts: the calls it
-        answers with NOSCRIPT did not run, and are sent again once their scripts are loaded.
-        """
-        replies: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        for attempt in range(2):
-            pipe = self._connection.pipeline(transaction=False)
-            for position in todo:
-                call = calls[position]
-                keys_ = call.keys()
-                pipe.evalsha(self._scripts[type(call)].sha, len(keys_), *keys_, *call.args())
-            answers = pipe.execute(raise_on_error=False)
-            missing = []
-            for position, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, redis.exceptions.NoScriptError) and attempt == 0:
-                    missing.append(position)
-                elif isinstance(answer, Exception):
-                    raise answer
-                else:
-                    replies[position] = answer
-            if not missing:
-                break
-            for script_type in {type(calls[position]) for position in missing}:
-                self._connection.script_load(script_type.SOURCE)
-            todo = missing
-        return replies
 
     def queue(self, call: ScriptCall[Any], pipe: redis.client.Pipeline) -> None:
         """Add the call to a pipeline; read its reply with ``call.parse`` after ``execute``."""

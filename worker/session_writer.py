@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis
 
@@ -23,6 +23,7 @@ from shared.responses import ResponseEvents, ResponseSpec
 from shared.session_scripts import (
     Append,
     Appended,
+    AppendMany,
     AppendReply,
     Fail,
     Finish,
@@ -192,7 +193,7 @@ class SessionWriter:
 
 
 def flush_together(scripts: SyncScripts, writers: list[SessionWriter], tolerance_seconds: float) -> None:
-    """Write several sessions' buffered events in one Redis round trip.
+    """Write several sessions' buffered events in one Redis round trip (one script run).
 
     Each writer then says whether a cancel was requested or the session was lost. Through
     a Redis outage the same writes are sent again until they land (a replay is recognised
@@ -202,11 +203,18 @@ def flush_together(scripts: SyncScripts, writers: list[SessionWriter], tolerance
     take_replies(writers, calls, write_together(scripts, calls, tolerance_seconds))
 
 
-def write_together(scripts: SyncScripts, calls: list[Append], tolerance_seconds: float) -> list[Any]:
-    """The writes' raw replies; only this touches the network, so it may run in any thread."""
-    return retry_through_outage(lambda: scripts.run_together(calls), tolerance_seconds, "event writes")
+def write_together(scripts: SyncScripts, calls: list[Append], tolerance_seconds: float) -> list[AppendReply]:
+    """Each write's reply; only this touches the network, so it may run in any thread.
+
+    Redis forgets its scripts when it restarts: redis-py loads the script again when
+    Redis answers NOSCRIPT, and the call, which did not run, goes again.
+    """
+    if not calls:
+        return []
+    many = AppendMany(tuple(calls))
+    return retry_through_outage(lambda: scripts.run(many), tolerance_seconds, "event writes")
 
 
-def take_replies(writers: list[SessionWriter], calls: list[Append], replies: list[Any]) -> None:
+def take_replies(writers: list[SessionWriter], calls: list[Append], replies: list[AppendReply]) -> None:
     for writer, call, reply in zip(writers, calls, replies, strict=True):
-        writer.take_reply(call, call.parse(reply))
+        writer.take_reply(call, reply)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from shared.session_scripts import Append, SyncScripts
+from shared.session_scripts import Append, AppendReply, SyncScripts
 from worker.session_writer import SessionWriter, take_replies, write_together
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 class InFlight:
     writers: list[SessionWriter]
     calls: list[Append]
-    replies: Future[list[Any]]
+    replies: Future[list[AppendReply]]
 
 
 class StepWrites:

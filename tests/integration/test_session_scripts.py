@@ -14,6 +14,8 @@ from shared.events import END_FIELD
 from shared.session_scripts import (
     Append,
     Appended,
+    AppendMany,
+    AppendReply,
     Cancel,
     Create,
     Created,
@@ -306,3 +308,33 @@ def test_leases_are_renewed_only_for_the_workers_running_sessions(
 
 def test_start_of_an_expired_session_says_gone(scripts: SyncScripts) -> None:
     assert start(scripts, "never-created") == "gone"
+
+
+def test_one_run_appends_for_many_sessions_each_on_its_own_terms(
+    db: redis.Redis, scripts: SyncScripts
+) -> None:
+    for sid in ("a", "b", "c"):
+        create(scripts, sid)
+    start(scripts, "a")
+    start(scripts, "b", worker="w2")  # another worker's: this one's write is refused
+    start(scripts, "c")
+    scripts.run(Cancel("c", flag_seconds=60, ttl=30, usage_json="{}", role_events=(), finish_events=()))
+
+    def part(sid: str, events: tuple[str, ...], tokens: tuple[int, ...]) -> Append:
+        return Append(
+            sid, worker="w1", next_index=0, token_count=0, keep_seconds=60, events=events, tokens=tokens
+        )
+
+    many = AppendMany((part("a", ("a0", "a1"), (5, 6, 7)), part("b", ("b0",), (8,)), part("c", ("c0",), ())))
+    assert scripts.run(many) == [
+        AppendReply(Appended.OK, 0, 0),
+        AppendReply(Appended.LOST, 0, 0),
+        AppendReply(Appended.CANCEL, 0, 0),
+    ]
+    assert [fields["d"] for _, fields in stream(db, "a")] == ["a0", "a1"]
+    assert db.lrange(keys.session_tokens("a"), 0, -1) == ["5", "6", "7"]
+    assert db.xlen(keys.session_events("b")) == 0
+    assert [fields["d"] for _, fields in stream(db, "c")] == ["c0"]
+    # The same run again is a replay: recognised, nothing written twice.
+    assert scripts.run(many)[0] == AppendReply(Appended.OK, 2, 3)
+    assert db.xlen(keys.session_events("a")) == 2
