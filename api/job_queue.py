@@ -141,6 +141,15 @@ class JobQueue:
     async def live_workers(self) -> int:
         return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
 
+    async def capacity(self) -> tuple[int, int]:
+        """The live workers and the queued jobs, in one round trip (checked for every request)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(keys.live_workers(), f"({time.time()}", "+inf")
+        for queue in self._queues.values():
+            pipe.llen(queue.key)
+        live, *depths = await pipe.execute()
+        return int(live), sum(depths)
+
     def _cancel_job(self, job_id: str) -> None:
         with contextlib.suppress(NoSuchJobError):
             Job.fetch(job_id, connection=self._sync, serializer=JSONSerializer).cancel()

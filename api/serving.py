@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -85,11 +85,12 @@ async def find_session(services: Services, session_id: str, owner: str) -> Sessi
 
 
 async def _ensure_capacity(services: Services) -> None:
-    if await services.queue.live_workers() == 0:
+    live_workers, depth = await services.queue.capacity()
+    if live_workers == 0:
         raise NoWorker(
             "No worker with the model loaded is available; try again shortly.", headers={"Retry-After": "5"}
         )
-    if await services.queue.depth() >= services.settings.max_queue_depth:
+    if depth >= services.settings.max_queue_depth:
         raise QueueFull("The queue is full; try again shortly.", headers={"Retry-After": "1"})
 
 
@@ -162,33 +163,58 @@ class Verdict(Enum):
     CLIENT_LEFT = "client_left"
 
 
+@dataclass
+class Following:
+    """A follower already reading a new session's stream, and the batch it read first.
+
+    The stream's response goes on with it: following again would read the session's
+    status and history once more and subscribe to the stream hub a second time.
+    """
+
+    batches: AsyncGenerator[list[Event]]
+    first: list[Event]
+
+
+@dataclass
+class VerdictAnswer:
+    verdict: Verdict
+    following: Following | None = None
+
+
 async def await_verdict(
     services: Services, stored_id: str, http_request: Request, wait_seconds: float
-) -> Verdict:
+) -> VerdictAnswer:
     """Wait a short while for a new session's first event, the worker's verdict on the request.
 
     A request the worker refuses quickly (a prompt too long, an undecodable image) is
     answered with its HTTP error instead of a stream that starts and fails. A request that
     waits in the queue longer than ``wait_seconds`` gets its stream started instead, so
     that its client has the headers (``X-Session-Id``, to cancel it) and keep-alive
-    comments while it waits; a later refusal then arrives as an error event.
+    comments while it waits; a later refusal then arrives as an error event. An accepted
+    request's follower is handed on to its stream (``sse_events``).
     """
-    with anyio.move_on_after(wait_seconds):
-        batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
-        async with contextlib.aclosing(batches):
+    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
+    try:
+        with anyio.move_on_after(wait_seconds):
             async for batch in batches:
                 if not batch:
                     if await http_request.is_disconnected():
-                        return Verdict.CLIENT_LEFT
+                        await batches.aclose()
+                        return VerdictAnswer(Verdict.CLIENT_LEFT)
                     continue
                 event = batch[0]
                 if event.end:
                     payload = json.loads(event.data)
                     if "error" in payload:
                         raise from_error_event(payload["error"])
-                return Verdict.ACCEPTED
-        return Verdict.ACCEPTED
-    return Verdict.PENDING
+                return VerdictAnswer(Verdict.ACCEPTED, Following(batches, batch))
+            return VerdictAnswer(Verdict.ACCEPTED)
+    except BaseException:
+        await batches.aclose()
+        raise
+    # Timed out: the follower may have been interrupted in the middle of a read.
+    await batches.aclose()
+    return VerdictAnswer(Verdict.PENDING)
 
 
 def render_sse(session_id: str, batch: list[Event]) -> bytes:
@@ -200,14 +226,26 @@ def render_sse(session_id: str, batch: list[Event]) -> bytes:
     return "".join(frames).encode()
 
 
-async def sse_events(services: Services, session: OpenedSession) -> AsyncIterator[bytes]:
+async def sse_events(
+    services: Services, session: OpenedSession, following: Following | None = None
+) -> AsyncIterator[bytes]:
+    """The session's SSE frames; with ``following``, from the follower the verdict used."""
     meter = StreamMeter(current_record(), new=session.created)
-    async for batch in follow(
-        services.redis, services.store, session.stored_id, session.after, ATTACH_HOLD_SECONDS
-    ):
-        if batch:
+    if following is None:
+        batches = follow(
+            services.redis, services.store, session.stored_id, session.after, ATTACH_HOLD_SECONDS
+        )
+        pending: list[list[Event]] = []
+    else:
+        batches, pending = following.batches, [following.first]
+    async with contextlib.aclosing(batches):
+        for batch in pending:
             meter.passed([event.index for event in batch], batch[-1].end)
             yield render_sse(session.session_id, batch)
+        async for batch in batches:
+            if batch:
+                meter.passed([event.index for event in batch], batch[-1].end)
+                yield render_sse(session.session_id, batch)
     yield DONE_FRAME
     await _note_end(services, session.stored_id, meter)
 

@@ -34,12 +34,18 @@ async def chat_completions(
         if body.stream:
             if session.created:
                 wait = services.settings.verdict_wait_seconds
-                verdict = await await_verdict(services, session.stored_id, http_request, wait)
-                if verdict is Verdict.CLIENT_LEFT:
+                answer = await await_verdict(services, session.stored_id, http_request, wait)
+                if answer.verdict is Verdict.CLIENT_LEFT:
                     return Response(status_code=CLIENT_CLOSED_REQUEST)
+                following = answer.following
+            else:
+                following = None
             held.pop_all()  # the response gives the slot back when it is done
             return HeldEventSourceResponse(
-                slot, sse_events(services, session), headers=headers, ping=services.settings.sse_ping_seconds
+                slot,
+                sse_events(services, session, following),
+                headers=headers,
+                ping=services.settings.sse_ping_seconds,
             )
         completion = await collect(services, session.stored_id, http_request)
     if completion is None:

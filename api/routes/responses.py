@@ -64,16 +64,19 @@ async def create_response(
         headers = {"X-Session-Id": response_id}
         if body.stream:
             try:
-                verdict = await await_verdict(
+                answer = await await_verdict(
                     services, session.stored_id, http_request, settings.verdict_wait_seconds
                 )
             except BadRequest as error:
                 raise renamed(error, origins) from error
-            if verdict is Verdict.CLIENT_LEFT:
+            if answer.verdict is Verdict.CLIENT_LEFT:
                 return Response(status_code=CLIENT_CLOSED_REQUEST)
             held.pop_all()  # the response gives the slot back when it is done
             return HeldEventSourceResponse(
-                slot, sse_events(services, session), headers=headers, ping=settings.sse_ping_seconds
+                slot,
+                sse_events(services, session, answer.following),
+                headers=headers,
+                ping=settings.sse_ping_seconds,
             )
         info = await responses.find_response(services, response_id, caller)
         if body.background:
