@@ -137,9 +137,8 @@ class SessionStore:
             created, ended = cancelled_response_events(client_id, session.model, session.created, spec)
             return (created,), (ended,), ttl
         chunks = ChunkWriter(client_id, session.model, session.created)
-        choices = [chunks.for_choice(index) for index in range(int(payload.get("n") or 1))]
-        roles = tuple(choice.role() for choice in choices)
-        return roles, tuple(choice.finish("cancelled") for choice in choices), ttl
+        roles, finishes = chunks.cancelled_before_start(int(payload.get("n") or 1))
+        return tuple(roles), tuple(finishes), ttl
 
     async def mark_background(self, session_id: str) -> None:
         """A background response: auto-cancel leaves it running when nobody follows it."""

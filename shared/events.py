@@ -155,3 +155,8 @@ class ChunkWriter:
 
     def usage(self, usage: dict[str, Any]) -> str:
         return dumps({**self._head, "choices": [], "usage": usage})
+
+    def cancelled_before_start(self, n: int) -> tuple[list[str], list[str]]:
+        """The role chunks and the finish chunks of n choices cancelled before any output."""
+        choices = [self.for_choice(index) for index in range(n)]
+        return [choice.role() for choice in choices], [choice.finish("cancelled") for choice in choices]

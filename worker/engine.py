@@ -109,7 +109,6 @@ class Engine:
         prefill_chunk_tokens: int = 512,
     ) -> None:
         self._loaded = loaded
-        self._redis = connection
         self._scripts = SyncScripts(connection)
         self._outage_tolerance = outage_tolerance_seconds
         self._writes = StepWrites(self._scripts, outage_tolerance_seconds)

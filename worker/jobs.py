@@ -90,7 +90,7 @@ def run_generation(payload: dict[str, Any]) -> dict[str, Any]:
     if runtime.draining.is_set():
         # Taken while the worker shuts down: it is still queued, give it to another worker.
         return {"status": hand_over(runtime, job, payload, job_id)}
-    writer = SessionWriter(runtime.connection, runtime.scripts, runtime.settings, job, runtime.name)
+    writer = SessionWriter(runtime.scripts, runtime.settings, job, runtime.name)
     started = writer.start(job_id)
     if started.status != "running":
         # Cancelled or ended while queued, expired, or queued again under another job id.
@@ -230,10 +230,8 @@ def _end_cancelled(job: GenerationJob, writer: SessionWriter) -> dict[str, Any]:
         writer.emit(chunks.role())
         final_events = chunks.finish("cancelled", usage)
     else:
-        choices = [chunks.for_choice(index) for index in range(job.n)]
-        for choice in choices:
-            writer.emit(choice.role())
-        final_events = [choice.finish("cancelled") for choice in choices]
+        roles, final_events = chunks.cancelled_before_start(job.n)
+        writer.emit(roles)
         if job.include_usage:
             final_events.append(chunks.usage(usage))
     writer.finish(SessionStatus.CANCELLED, "cancelled", usage, final_events)

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-import redis
-
 from shared import keys
 from shared.events import ChunkWriter, dumps, error_object, stored_token
 from shared.jobs import GenerationJob
@@ -55,13 +53,11 @@ class SessionWriter:
 
     def __init__(
         self,
-        connection: redis.Redis,
         scripts: SyncScripts,
         settings: Settings,
         job: GenerationJob,
         worker: str,
     ) -> None:
-        self._redis = connection
         self._scripts = scripts
         self._settings = settings
         self._worker = worker

@@ -83,7 +83,7 @@ def open_session(connection: redis.Redis, settings: Settings, job: GenerationJob
         job_payload=job.model_dump_json(),
     )
     scripts.run(create)
-    writer = SessionWriter(connection, scripts, settings, job, WORKER)
+    writer = SessionWriter(scripts, settings, job, WORKER)
     assert writer.start(job_id).status == "running"
     return writer
 
