@@ -127,7 +127,8 @@ class SessionStore:
     async def _cancel_events(self, session: SessionInfo) -> tuple[tuple[str, ...], tuple[str, ...], int]:
         """The first and last events of a session cancelled while queued, and its TTL.
 
-        A chat session gets a role chunk and a finish chunk for each of its n choices.
+        A chat session gets a role chunk and a finish chunk for each of its n choices, and
+        the usage chunk if it asked for one.
         """
         client_id = keys.client_session_id(session.session_id)
         payload = await self.job_payload(session.session_id) or {}
@@ -137,7 +138,8 @@ class SessionStore:
             created, ended = cancelled_response_events(client_id, session.model, session.created, spec)
             return (created,), (ended,), ttl
         chunks = ChunkWriter(client_id, session.model, session.created)
-        roles, finishes = chunks.cancelled_before_start(int(payload.get("n") or 1))
+        n, include_usage = int(payload.get("n") or 1), bool(payload.get("include_usage"))
+        roles, finishes = chunks.cancelled_before_start(n, include_usage)
         return tuple(roles), tuple(finishes), ttl
 
     async def mark_background(self, session_id: str) -> None:

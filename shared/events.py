@@ -156,7 +156,11 @@ class ChunkWriter:
     def usage(self, usage: dict[str, Any]) -> str:
         return dumps({**self._head, "choices": [], "usage": usage})
 
-    def cancelled_before_start(self, n: int) -> tuple[list[str], list[str]]:
-        """The role chunks and the finish chunks of n choices cancelled before any output."""
+    def cancelled_before_start(self, n: int, include_usage: bool) -> tuple[list[str], list[str]]:
+        """The first and the last chunks of a session cancelled before any output: each of
+        its n choices' role chunk, then their finish chunks (and the usage chunk, if asked)."""
         choices = [self.for_choice(index) for index in range(n)]
-        return [choice.role() for choice in choices], [choice.finish("cancelled") for choice in choices]
+        finishes = [choice.finish("cancelled") for choice in choices]
+        if include_usage:
+            finishes.append(self.usage(empty_usage()))
+        return [choice.role() for choice in choices], finishes

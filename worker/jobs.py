@@ -230,10 +230,8 @@ def _end_cancelled(job: GenerationJob, writer: SessionWriter) -> dict[str, Any]:
         writer.emit(chunks.role())
         final_events = chunks.finish("cancelled", usage)
     else:
-        roles, final_events = chunks.cancelled_before_start(job.n)
+        roles, final_events = chunks.cancelled_before_start(job.n, job.include_usage)
         writer.emit(roles)
-        if job.include_usage:
-            final_events.append(chunks.usage(usage))
     writer.finish(SessionStatus.CANCELLED, "cancelled", usage, final_events)
     return {"status": SessionStatus.CANCELLED.value, "finish_reason": "cancelled", "usage": usage}
 

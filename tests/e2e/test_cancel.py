@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -173,7 +174,8 @@ def test_a_queued_stream_starts_with_its_session_id_and_can_be_cancelled(make_st
             stream=True,
         )
         wait_until(lambda: private.redis.hget("qvl:session:busy", "status") == "running", 30, "the busy job")
-        with http.stream("POST", f"{url}/v1/chat/completions", json=long) as waiting:
+        with_usage = {**long, "stream_options": {"include_usage": True}}
+        with http.stream("POST", f"{url}/v1/chat/completions", json=with_usage) as waiting:
             assert waiting.status_code == 200
             session_id = waiting.headers["x-session-id"]
             assert private.redis.hget(f"qvl:session:{session_id}", "status") == "queued"
@@ -181,6 +183,8 @@ def test_a_queued_stream_starts_with_its_session_id_and_can_be_cancelled(make_st
             assert next(line for line in lines if line).startswith(":")  # a keep-alive comment
             http.post(f"{url}/v1/cancel/{session_id}")
             rest = [line for line in lines if line.startswith("data:")]
-        assert '"finish_reason":"cancelled"' in rest[-2] and rest[-1] == "data: [DONE]"
+        assert '"finish_reason":"cancelled"' in rest[-3] and rest[-1] == "data: [DONE]"
+        # It asked for usage: the last chunk carries it, as a cancelled running stream's does.
+        assert json.loads(rest[-2].removeprefix("data: "))["usage"]["completion_tokens"] == 0
         http.post(f"{url}/v1/cancel/busy")
         busy.close()
