@@ -598,7 +598,6 @@ class SyncScripts:
     """The scripts registered on a synchronous connection (the worker's)."""
 
     def __init__(self, connection: redis.Redis) -> None:
-        self._connection = connection
         self._scripts = {call: connection.register_script(call.SOURCE) for call in ALL_CALLS}
 
     def run(self, call: ScriptCall[R]) -> R:
