@@ -6,7 +6,10 @@ prefilled together in one forward pass (left-padded to the longest); a prompt wi
 images or video is prefilled a piece at a time (worker.media_prefill), one at a time, a
 decoding step of the running batch between pieces, so that the running streams keep their
 pace; the n choices of one request share one prefill. Then they join the running batch,
-and every step decodes one token for all of them at once.
+and every step decodes one token for all of them at once. A prefilled prompt draws its
+first token with the next step: its last hidden state goes through the lm_head together
+with the running rows' (on a small model the lm_head is most of a step, and costs nearly
+as much for one row as for a dozen).
 A sequence that finishes or is cancelled leaves the batch without disturbing the others.
 After every step the events of all sequences, and the reads of their cancel flags, go to
 Redis in one round trip, sent while the next step computes (worker.step_writes).
@@ -28,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -87,6 +91,15 @@ def prefilled_in_pieces(group: list[Sequence]) -> bool:
 
 
 @dataclass
+class Arrival:
+    """A prefilled prompt's rows, waiting for the next step to draw their first tokens."""
+
+    rows: list[Sequence]
+    hidden: torch.Tensor  # [rows, hidden size]: each row's state at its prompt's last position
+    join: Callable[[], list[int]]  # copies the prompt's cache into the batch; each row's slot
+
+
+@dataclass
 class MediaPrefilling:
     rows: list[Sequence]
     pieces: Prefill
@@ -123,6 +136,8 @@ class Engine:
         self._handing_over = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._active: list[Sequence] = []
+        # Prefilled in this round, joining the batch at its step.
+        self._arrivals: list[Arrival] = []
         self._batch = SlotBatch()
         self._head = LogitsHead(loaded.model)
         # The prompt with images or video being prefilled a piece at a time, if any.
@@ -184,27 +199,27 @@ class Engine:
                     continue
                 try:
                     self._check_waiting()
-                    if self._admit():
-                        self._flush_and_retire()
-                    if self._prefilling is not None and self._advance_prefill(self._prefilling):
-                        self._flush_and_retire()
-                    if self._active:
+                    self._admit()
+                    if self._prefilling is not None:
+                        self._advance_prefill(self._prefilling)
+                    if self._active or self._arrivals:
                         self._decode_step()
                         self._flush_and_retire()
                     self._note_occupancy()
                 except Exception as error:  # the model failed: fail the batch, keep serving
-                    log.exception("decoding step failed; failing %d sequences", len(self._active))
+                    rows = self._active + self._arriving()
+                    log.exception("decoding step failed; failing %d sequences", len(rows))
                     self._writes.drain()
-                    for sequence in self._active:
+                    for sequence in rows:
                         sequence.fail(public_failure(error))
-                    self._active = []
+                    self._active, self._arrivals = [], []
                     self._batch = SlotBatch()
 
     def _interrupt_all(self, why: str) -> None:
         self._writes.drain()  # the jobs' threads take their writers back
-        for sequence in self._active:
+        for sequence in self._active + self._arriving():
             sequence.interrupt(why)
-        self._active = []
+        self._active, self._arrivals = [], []
         self._batch = SlotBatch()
         if self._prefilling is not None:
             for sequence in self._prefilling.rows:
@@ -224,10 +239,12 @@ class Engine:
         except queue.Empty:
             pass
 
-    def _admit(self) -> bool:
-        """Prefill waiting sequences, in order, while the batch has room; true if any joined."""
+    def _arriving(self) -> list[Sequence]:
+        return [sequence for arrival in self._arrivals for sequence in arrival.rows]
+
+    def _admit(self) -> None:
+        """Prefill waiting sequences, in order, while the batch has room."""
         self._take_pending(block=not self._active and not self._waiting and self._prefilling is None)
-        admitted = False
         # Text prompts that arrive together are prefilled together, in one forward pass.
         texts: list[Sequence] = []
         while self._waiting:
@@ -243,14 +260,13 @@ class Engine:
             if batchable(group) and len(texts) < self.max_prefill_rows:
                 texts.append(group[0])
                 continue
-            admitted |= self._prefill_or_fail(texts, self._prefill_texts)
+            self._prefill_or_fail(texts, self._prefill_texts)
             texts = []
             if in_pieces:
                 self._prefill_or_fail(group, self._start_prefill)
             else:
-                admitted |= self._prefill_or_fail(group, self._prefill)
-        admitted |= self._prefill_or_fail(texts, self._prefill_texts)
-        return admitted
+                self._prefill_or_fail(group, self._prefill)
+        self._prefill_or_fail(texts, self._prefill_texts)
 
     def _prefill_or_fail(self, rows: list[Sequence], prefill: Callable[[list[Sequence]], None]) -> bool:
         """Prefill the rows; a failure fails them alone (the batch is untouched)."""
@@ -273,7 +289,7 @@ class Engine:
         longest row; rows are counted at
         their full length (prompt and completion budget), which they may all reach.
         """
-        members = self._active + (joining or []) + group
+        members = self._active + self._arriving() + (joining or []) + group
         longest = max(s.reserved_tokens for s in members)
         return len(members) <= self._max_batch and self._kv.fits(len(members), longest)
 
@@ -334,28 +350,29 @@ class Engine:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         started = time.perf_counter()
         try:
-            logits, cache = self._head.forward(
+            hidden, cache = self._head.hidden(
                 input_ids=input_ids,
                 attention_mask=mask,
                 position_ids=positions.unsqueeze(0).expand(3, -1, -1),
                 use_cache=True,
             )
-            slots = self._batch.add(cache, width, device, mask=mask)
         except Exception:
-            # Nothing was sampled and the batch is as it was: one by one, so that a request
-            # that cannot be prefilled (or joined) fails alone.
+            # The batch is as it was: one by one, so that a prompt that cannot be prefilled
+            # fails alone.
             log.warning("prefilling %d prompts together failed; prefilling them one by one", len(rows))
             for sequence in rows:
                 self._prefill_or_fail([sequence], self._prefill_rows)
             return
         metrics.PREFILL.labels("text").observe(time.perf_counter() - started)
         metrics.PROMPT_TOKENS.inc(sum(lengths))
-        for sequence, length, slot in zip(rows, lengths, slots, strict=True):
+        for sequence, length in zip(rows, lengths, strict=True):
             sequence.next_position = length
-            sequence.slot = slot
             sequence.inputs = None
-        self._active.extend(rows)
-        self._sample(logits, rows)
+
+        def join() -> list[int]:
+            return self._batch.add(cache, width, device, mask=mask)
+
+        self._arrivals.append(Arrival(rows, hidden, join))
 
     def _prefill(self, group: list[Sequence]) -> None:
         """Prefill a request's rows and add them to the batch.
@@ -389,9 +406,9 @@ class Engine:
         inputs = rows[0].inputs
         positions = self._prefill_positions(inputs)
         started = time.perf_counter()
-        logits, cache = self._head.forward(**inputs, position_ids=positions, use_cache=True)
+        hidden, cache = self._head.hidden(**inputs, position_ids=positions, use_cache=True)
         metrics.PREFILL.labels(prefill_kind(inputs)).observe(time.perf_counter() - started)
-        self._join(rows, logits, cache, positions)
+        self._arrive(rows, hidden, cache, positions)
 
     def _start_prefill(self, rows: list[Sequence]) -> None:
         """Begin prefilling a prompt with images or video; ``_advance_prefill`` goes on with it."""
@@ -400,8 +417,8 @@ class Engine:
         pieces = media_prefill(self._loaded.model, inputs, positions, self.prefill_chunk_tokens)
         self._prefilling = MediaPrefilling(rows, pieces, positions, time.perf_counter())
 
-    def _advance_prefill(self, prefilling: MediaPrefilling) -> bool:
-        """Run the next piece of the prompt being prefilled; true when its rows joined the batch."""
+    def _advance_prefill(self, prefilling: MediaPrefilling) -> None:
+        """Run the next piece of the prompt being prefilled; after the last, its rows arrive."""
         done: list[tuple[torch.Tensor, Any]] = []
 
         def next_piece(rows: list[Sequence]) -> None:
@@ -413,31 +430,30 @@ class Engine:
         # A piece that fails fails the prompt's rows alone, as a one-pass prefill would.
         if not self._prefill_or_fail(prefilling.rows, next_piece):
             self._prefilling = None
-            return False
+            return
         if not done:
-            return False
+            return
         self._prefilling = None
         hidden, cache = done[0]
         kind = prefill_kind(prefilling.rows[0].inputs)
         metrics.PREFILL.labels(kind).observe(time.perf_counter() - prefilling.started)
+        self._arrive(prefilling.rows, hidden, cache, prefilling.positions)
 
-        def join(rows: list[Sequence]) -> None:
-            self._join(rows, self._head.project(hidden), cache, prefilling.positions)
-
-        return self._prefill_or_fail(prefilling.rows, join)
-
-    def _join(self, rows: list[Sequence], logits: torch.Tensor, cache: Any, positions: torch.Tensor) -> None:
-        """The prompt's rows, prefilled, draw their first token and join the batch."""
+    def _arrive(
+        self, rows: list[Sequence], hidden: torch.Tensor, cache: Any, positions: torch.Tensor
+    ) -> None:
+        """The prompt's rows, prefilled (``hidden``: its last position's state), join at the next step."""
         metrics.PROMPT_TOKENS.inc(int(positions.shape[-1]))
         for sequence in rows:
             sequence.next_position = int(positions.max()) + 1
             sequence.inputs = None  # pixel data is no longer needed
-        # A sequence that continues an earlier attempt already has tokens: they are its history.
-        self._sample(logits.repeat(len(rows), 1), rows)
-        slots = self._batch.add(cache, positions.shape[-1], self._loaded.device, copies=len(rows))
-        for sequence, slot in zip(rows, slots, strict=True):
-            sequence.slot = slot
-        self._active.extend(rows)
+        length, device, copies = positions.shape[-1], self._loaded.device, len(rows)
+
+        def join() -> list[int]:
+            return self._batch.add(cache, length, device, copies=copies)
+
+        # The choices of one request share the prefill: each draws from the same state.
+        self._arrivals.append(Arrival(rows, hidden.expand(copies, -1), join))
 
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
         """Draw each row's next token, within its mask, and hand it to its sequence."""
@@ -462,13 +478,31 @@ class Engine:
         metrics.GENERATION_TOKENS.inc(len(sequences))
 
     def _decode_step(self) -> None:
+        """The next token of every running row, and the first of every row that arrived."""
         started = time.perf_counter()
-        self._decode(self._active)
+        rows = list(self._active)
+        states = [self._decode(rows)] if rows else []
+        arrivals, self._arrivals = self._arrivals, []
+        for arrival in arrivals:
+            # After the step's own writes: a joining row's cache is not one of its columns.
+            # A join that fails fails its prompt's rows alone, as a prefill that fails does.
+            if self._prefill_or_fail(arrival.rows, partial(self._place, arrival)):
+                states.append(arrival.hidden)
+                rows.extend(arrival.rows)
+        if rows:
+            # A sequence that continues an earlier attempt already has tokens: they are its history.
+            self._sample(self._head.project(torch.cat(states)), rows)
+        self._active = rows
         metrics.DECODE_STEP.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(self._active))
+        metrics.BATCH_SIZE.observe(len(rows))
 
-    def _decode(self, sequences: list[Sequence]) -> None:
-        """One token for every sequence; each is its slot's row, holes decode a dummy token."""
+    def _place(self, arrival: Arrival, rows: list[Sequence]) -> None:
+        for sequence, slot in zip(rows, arrival.join(), strict=True):
+            sequence.slot = slot
+
+    def _decode(self, sequences: list[Sequence]) -> torch.Tensor:
+        """One step for every sequence (each is its slot's row, holes decode a dummy token);
+        their last hidden states, in order."""
         device = self._loaded.device
         rows = self._batch.rows
         tokens, positions = [0] * rows, [0] * rows
@@ -476,7 +510,7 @@ class Engine:
             tokens[sequence.slot] = sequence.last_token
             positions[sequence.slot] = sequence.next_position
         slots = [s.slot for s in sequences]
-        logits, _ = self._head.forward(
+        hidden, _ = self._head.hidden(
             rows=None if slots == list(range(rows)) else slots,
             input_ids=torch.tensor(tokens, device=device).unsqueeze(1),
             attention_mask=self._batch.prepare_step(),
@@ -487,7 +521,7 @@ class Engine:
         self._batch.advance()
         for sequence in sequences:
             sequence.next_position += 1
-        self._sample(logits, sequences)
+        return hidden
 
     def _flush_and_retire(self) -> None:
         """Take the replies of the writes in flight, let finished rows leave, send the new events.

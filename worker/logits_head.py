@@ -81,11 +81,16 @@ class LogitsHead:
         ``rows``: the rows whose logits are wanted, in this order (all of them by default).
         The logits are scratch space: the next call may overwrite them.
         """
+        hidden, cache = self.hidden(rows, **inputs)
+        return self.project(hidden), cache
+
+    def hidden(self, rows: list[int] | None = None, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
+        """Run the model without the lm_head: each row's last hidden state ([rows, hidden]) and the cache."""
         outputs = self._model.model(**inputs)
         hidden = outputs.last_hidden_state[:, -1]
         if rows is not None:
             hidden = hidden.index_select(0, torch.tensor(rows, device=hidden.device))
-        return self.project(hidden), outputs.past_key_values
+        return hidden, outputs.past_key_values
 
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self._weight

@@ -89,6 +89,40 @@ def test_rows_run_together_and_leave_independently(
         assert long_future.result(timeout=60).finish_reason in ("length", "stop")
 
 
+def test_a_prompt_that_arrives_draws_its_first_token_in_the_running_rows_step(
+    loaded: LoadedModel, sequence_for: SequenceFactory, engine: Engine
+) -> None:
+    running_job, arriving_job = (
+        job(text, n, temperature=0.0, logit_bias=no_eos(loaded))
+        for text, n in (
+            (PROMPTS[0], 40),
+            (PROMPTS[1], 10),
+        )
+    )
+    running, arriving = sequence_for(running_job), sequence_for(arriving_job)
+    # Each lm_head call notes how many tokens the running row had drawn before it.
+    drawn_before: list[int] = []
+    project = engine._head.project
+
+    def noting(hidden: torch.Tensor) -> torch.Tensor:
+        drawn_before.append(len(running.generated))
+        return project(hidden)
+
+    engine._head.project = noting  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as pool:
+        running_future = pool.submit(decode, engine, running)
+        while len(running.generated) < 3:
+            time.sleep(0.001)
+        arriving_outcome = pool.submit(decode, engine, arriving).result(timeout=30)
+        assert not running.done.is_set()  # it arrived and left while the other row ran
+        assert running_future.result(timeout=60).finish_reason == "length"
+    assert arriving_outcome.finish_reason == "length"
+    # No lm_head call of its own for the arriving prompt: one per token of the running row.
+    assert len([n for n in drawn_before if n < len(running.generated)]) == len(running.generated)
+    assert arriving.generated == reference_tokens(loaded, arriving_job)
+    assert running.generated == reference_tokens(loaded, running_job)
+
+
 def test_same_seed_same_output(loaded: LoadedModel, sequence_for: SequenceFactory, engine: Engine) -> None:
     def sample(seed: int) -> list[int]:
         sequence = sequence_for(job("Hi", 20, temperature=1.0, seed=seed))
