@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from transformers import BatchFeature
 from transformers.video_utils import VideoMetadata
 
 from shared.jobs import ChatMessage, TextPart, ToolFunction
@@ -82,27 +83,68 @@ def build_inputs(
     tools: list[ToolFunction] | None = None,
 ) -> Any:
     media = media or []
+    conversation = template_messages(messages, media)
+    template_tools = [tool.template_form() for tool in tools] if tools else None
     try:
-        inputs = loaded.processor.apply_chat_template(
-            template_messages(messages, media),
-            tools=[tool.template_form() for tool in tools] if tools else None,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs=processor_kwargs(media),
-        )
+        if media:
+            inputs = processor_inputs(loaded.processor, conversation, template_tools, processor_kwargs(media))
+        else:
+            inputs = text_inputs(loaded.processor, conversation, template_tools)
     except ValueError as error:
         # The processor pairs each placeholder token with an image or video; text that
         # writes the placeholder itself breaks the count.
         raise InvalidRequest(f"The prompt could not be built: {error}", param="messages") from error
-    _refuse_orphan_placeholders(loaded, inputs)
+    refuse_orphan_placeholders(loaded.processor, inputs)
     return inputs.to(loaded.device)
 
 
-def _refuse_orphan_placeholders(loaded: LoadedModel, inputs: Any) -> None:
-    """Placeholder tokens typed as text, with no image or video for them, would fail the prefill."""
-    processor = loaded.processor
+def processor_inputs(
+    processor: Any,
+    conversation: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    kwargs: dict[str, Any] | None = None,
+) -> BatchFeature:
+    """The processor's own inputs for a conversation (the only way for images and video)."""
+    return processor.apply_chat_template(  # type: ignore[no-any-return]
+        conversation,
+        tools=tools,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        processor_kwargs=kwargs or {},
+    )
+
+
+def text_inputs(
+    processor: Any, conversation: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> BatchFeature:
+    """The processor's inputs for a conversation without images or video, built directly.
+
+    The template's text through the tokenizer, as the processor's call does, without the
+    rest of that call: a quarter of its CPU time (0.4 ms instead of 1.6 for a short prompt),
+    spent in a job's thread, which shares the interpreter with the engine's steps.
+    """
+    text = processor.apply_chat_template(
+        conversation, tools=tools, add_generation_prompt=True, tokenize=False
+    )
+    encoded = processor.tokenizer(text, padding=False, return_token_type_ids=False)
+    ids = encoded["input_ids"]
+    return BatchFeature(
+        {
+            "input_ids": [ids],
+            "attention_mask": [encoded["attention_mask"]],
+            "mm_token_type_ids": processor.create_mm_token_type_ids([ids]),
+        },
+        tensor_type="pt",
+    )
+
+
+def refuse_orphan_placeholders(processor: Any, inputs: Any) -> None:
+    """Placeholder tokens typed as text, with no image or video for them, would fail the prefill.
+
+    (With images or video the processor refuses them itself, as a count that does not match.)
+    """
     ids = inputs["input_ids"]
     for token_id, pixels, name in (
         (processor.image_token_id, "pixel_values", processor.image_token),
