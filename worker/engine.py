@@ -484,15 +484,16 @@ class Engine:
         states = [self._decode(rows)] if rows else []
         arrivals, self._arrivals = self._arrivals, []
         for arrival in arrivals:
-            # After the step's own writes: a joining row's cache is not one of its columns.
+            # Placed after the running rows' step, which wrote a column of every slot in use.
             # A join that fails fails its prompt's rows alone, as a prefill that fails does.
             if self._prefill_or_fail(arrival.rows, partial(self._place, arrival)):
                 states.append(arrival.hidden)
                 rows.extend(arrival.rows)
+        # The batch's rows from here: if the rest of the step fails, they fail with the others.
+        self._active = rows
         if rows:
             # A sequence that continues an earlier attempt already has tokens: they are its history.
             self._sample(self._head.project(torch.cat(states)), rows)
-        self._active = rows
         metrics.DECODE_STEP.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(rows))
 
