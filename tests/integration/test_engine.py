@@ -330,6 +330,46 @@ def test_a_failing_prefill_fails_only_its_request(
     assert good.generated == reference_tokens(loaded, good_job)
 
 
+class FailingStep(Engine):
+    """An engine whose first step drawing two rows at once fails (after the rows' joins)."""
+
+    def __init__(self, loaded: LoadedModel, connection: redis.Redis) -> None:
+        super().__init__(loaded, connection, max_batch=8)
+        self.failed = False
+
+    def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
+        if not self.failed and len(sequences) == 2:
+            self.failed = True
+            raise RuntimeError("the step failed")
+        super()._sample(logits, sequences)
+
+
+def test_a_failing_step_fails_the_rows_arriving_in_it_too_and_the_engine_goes_on(
+    loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
+) -> None:
+    running = sequence_for(job(PROMPTS[0], 40, temperature=0.0, logit_bias=no_eos(loaded)))
+    arriving = sequence_for(job(PROMPTS[1], 10, temperature=0.0))
+    later_job = job(PROMPTS[2], 10, temperature=0.0, logit_bias=no_eos(loaded))
+    later = sequence_for(later_job)
+    engine = FailingStep(loaded, connection)
+    engine.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            running_future = pool.submit(decode, engine, running)
+            while len(running.generated) < 3:
+                time.sleep(0.001)
+            # Its first token is drawn in the running row's next step, which fails.
+            arriving_future = pool.submit(decode, engine, arriving)
+            for future in (running_future, arriving_future):
+                failure = future.exception(timeout=30)
+                assert isinstance(failure, GenerationFailed) and failure.code == "generation_failed"
+        assert decode(engine, later).finish_reason == "length"
+    finally:
+        engine.stop()
+    assert engine.failed and not arriving.generated
+    assert later.generated == reference_tokens(loaded, later_job)
+
+
 class FailingJoin(SlotBatch):
     """A batch whose ``fail_at``-th join gets a cache whose last layer does not match."""
 
