@@ -138,11 +138,9 @@ class JobQueue:
             )
         return statuses
 
-    async def live_workers(self) -> int:
-        return int(await self._redis.zcount(keys.live_workers(), f"({time.time()}", "+inf"))
-
     async def capacity(self) -> tuple[int, int]:
-        """The live workers and the queued jobs, in one round trip (checked for every request)."""
+        """The live workers and the queued jobs, in one round trip (checked for every request,
+        and read by /metrics)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcount(keys.live_workers(), f"({time.time()}", "+inf")
         for queue in self._queues.values():

@@ -75,15 +75,6 @@ class LogitsHead:
             except (RuntimeError, AttributeError):
                 self._packed = None  # a torch without oneDNN's linear: mm it is
 
-    def forward(self, rows: list[int] | None = None, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
-        """Run the model; the logits of each row's last position ([rows, vocab]) and the cache.
-
-        ``rows``: the rows whose logits are wanted, in this order (all of them by default).
-        The logits are scratch space: the next call may overwrite them.
-        """
-        hidden, cache = self.hidden(rows, **inputs)
-        return self.project(hidden), cache
-
     def hidden(self, rows: list[int] | None = None, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
         """Run the model without the lm_head: each row's last hidden state ([rows, hidden]) and the cache."""
         outputs = self._model.model(**inputs)

@@ -57,8 +57,9 @@ async def metrics(services: ServicesDep) -> Response:
     """Prometheus metrics; the queue and the workers are read from Redis now."""
     STREAMS_OPEN.set(services.admission.open)
     try:
-        QUEUE_DEPTH.set(await services.queue.depth())
-        LIVE_WORKERS.set(await services.queue.live_workers())
+        live_workers, depth = await services.queue.capacity()
+        QUEUE_DEPTH.set(depth)
+        LIVE_WORKERS.set(live_workers)
     except RedisError:
         pass  # the scrape still shows this gateway's own figures
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
