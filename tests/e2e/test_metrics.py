@@ -86,6 +86,9 @@ def test_counters_move_exactly_as_the_requests_drove_them(make_stack: StackFacto
         == 1
     )
     assert g("qwen3vl_resumes_total") == 1
+    # Read from Redis at the scrape: the stack's one worker, nothing queued.
+    assert gateway_after[("qwen3vl_live_workers", ())] == 1
+    assert gateway_after[("qwen3vl_queue_depth", ())] == 0
     assert g("qwen3vl_cancels_total", kind="manual") == 1
     assert g("qwen3vl_request_success_total", finished_reason="length") == 1
     assert g("qwen3vl_request_success_total", finished_reason="cancelled") == 1
