@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     worker_compile: Literal[
         "", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = ""
+    # Decoding steps at a few fixed shapes, each captured as a CUDA graph on its first use
+    # and replayed after (worker/step_graphs.py); a failed capture falls back to eager.
+    # Off by default until measured on a GPU; ignored with WORKER_COMPILE.
+    worker_cuda_graphs: bool = False
     # Tokens per piece of a prompt with images or video: it is prefilled a piece at a time
     # (vision encoder, then language model), with a decoding step of the running batch
     # between pieces, so that running streams keep their pace while a video is read.

@@ -86,6 +86,7 @@ def main() -> None:
         settings.worker_max_batch,
         settings.redis_outage_tolerance_seconds,
         settings.worker_prefill_chunk_tokens,
+        settings.worker_cuda_graphs,
     )
 
     def beat_slots() -> None:

@@ -17,10 +17,18 @@ need less than half of them (again with room), and are dropped when the batch em
 memory follows what the running rows hold. A free slot below the highest one in use (a
 hole) still goes through the model, seeing only its own column 0, and its output is not
 used; joining rows fill the lowest holes first.
+
+A batch can run its steps at fixed shapes (``step_shape``): rows and columns rounded up to
+a few sizes, so that a step of each shape can be captured once as a CUDA graph and
+replayed (worker.step_graphs). The extra rows are free slots, seen through as holes are;
+the extra columns are masked. ``generation`` names the buffers, new at each reallocation: a graph
+holds their addresses, so one captured under an older generation cannot be replayed.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -32,6 +40,9 @@ HEADROOM_COLUMNS = 256
 HEADROOM_SHARE = 0.25
 HEADROOM_SLOTS = 4
 
+# Buffer generations are unique across batches: the engine replaces its batch after a failure.
+_generations = itertools.count(1)
+
 
 def _room_for(columns: int) -> int:
     return columns + max(HEADROOM_COLUMNS, int(columns * HEADROOM_SHARE))
@@ -39,6 +50,11 @@ def _room_for(columns: int) -> int:
 
 def _slots_for(rows: int) -> int:
     return rows + max(HEADROOM_SLOTS, rows // 4)
+
+
+def exact_shape(rows: int, columns: int) -> tuple[int, int]:
+    """A step's shape as its rows need it: the default, with nothing computed in vain."""
+    return rows, columns
 
 
 def dynamic_layers(cache: DynamicCache) -> list[DynamicLayer]:
@@ -116,8 +132,11 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
 
 
 class SlotBatch:
-    def __init__(self) -> None:
+    def __init__(self, step_shape: Callable[[int, int], tuple[int, int]] = exact_shape) -> None:
         self.cache: DynamicCache | None = None
+        # (rows, columns) a step needs -> (rows, columns) it runs with, each at least as many.
+        self._step_shape = step_shape
+        self.generation = 0  # a new number whenever the layers' buffers are replaced
         # Tokens each slot holds; 0: the slot is free (a row holds its prompt, never empty).
         self._lengths: list[int] = []
         # The decoding step under way: where each row writes (row, column), and its mask.
@@ -173,6 +192,7 @@ class SlotBatch:
         if self.cache is None:
             self.cache = DynamicCache()
             self.cache.layers = [SlotLayer(self, _tensors(layer)[0], 0, 0) for layer in new_layers]
+            self.generation = next(_generations)
         mine = self.layers
         if len(mine) != len(new_layers):
             raise ValueError(f"a cache of {len(new_layers)} layers cannot join a batch of {len(mine)}")
@@ -198,6 +218,7 @@ class SlotBatch:
         for layer in self.layers:
             have_slots, _, have_columns = layer.shape
             if slots > have_slots or columns > have_columns:
+                self.generation = next(_generations)
                 layer.resize(
                     _slots_for(slots) if slots > have_slots else have_slots,
                     _room_for(columns) if columns > have_columns else have_columns,
@@ -209,14 +230,13 @@ class SlotBatch:
         """Get ready for a decoding step; the mask of it ([rows, 1, 1, columns], true where seen).
 
         Each row writes its token at its own length and sees the columns before it; a hole
-        writes to its column 0 and sees only that. The mask has the shape attention takes,
-        so transformers uses it as it is instead of building one from a [rows, columns] one
-        at every step.
+        (or a row added to reach the step's shape) writes to its column 0 and sees only
+        that. The mask has the shape attention takes, so transformers uses it as it is
+        instead of building one from a [rows, columns] one at every step.
         """
-        rows = self.rows
-        assert self.cache is not None and rows, "a step needs rows"
-        lengths = self._lengths[:rows]
-        columns = max(lengths) + 1
+        assert self.cache is not None and self.rows, "a step needs rows"
+        rows, columns = self._step_shape(self.rows, self.columns + 1)
+        lengths = self._lengths[:rows] + [0] * (rows - len(self._lengths))
         self._reserve(rows, columns)
         device = self.layers[0].key_buffer.device
         index_columns = torch.tensor(lengths, device=device)
@@ -239,10 +259,12 @@ class SlotBatch:
             self.cache = None
             return
         columns = self.columns
+        step_rows, step_columns = self._step_shape(rows, columns + 1)
         for layer in self.layers:
             have_slots, _, have_columns = layer.shape
-            if _slots_for(rows) * 2 <= have_slots or _room_for(columns + 1) * 2 <= have_columns:
-                layer.resize(_slots_for(rows), _room_for(columns + 1), rows, columns)
+            if _slots_for(step_rows) * 2 <= have_slots or _room_for(step_columns) * 2 <= have_columns:
+                self.generation = next(_generations)
+                layer.resize(_slots_for(step_rows), _room_for(step_columns), rows, columns)
 
     def lengths(self) -> list[int]:
         """Tokens each slot holds (0 when free), for tests and metrics."""

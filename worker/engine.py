@@ -48,6 +48,7 @@ from worker.model import LoadedModel
 from worker.sampler import sample_batch
 from worker.sequence import Outcome, Sequence
 from worker.session_writer import SessionWriter, flush_together
+from worker.step_graphs import StepGraphs, bucketed_shape
 from worker.step_writes import StepWrites
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Engine:
         max_batch: int,
         outage_tolerance_seconds: float = 60.0,
         prefill_chunk_tokens: int = 512,
+        cuda_graphs: bool = False,
     ) -> None:
         self._loaded = loaded
         self._scripts = SyncScripts(connection)
@@ -138,8 +140,16 @@ class Engine:
         self._active: list[Sequence] = []
         # Prefilled in this round, joining the batch at its step.
         self._arrivals: list[Arrival] = []
-        self._batch = SlotBatch()
         self._head = LogitsHead(loaded.model)
+        # Decoding steps at fixed shapes, replayed from CUDA graphs (WORKER_CUDA_GRAPHS).
+        self._graphs: StepGraphs | None = None
+        if cuda_graphs and loaded.compiled:
+            log.warning("WORKER_CUDA_GRAPHS is ignored with WORKER_COMPILE (reduce-overhead captures graphs)")
+        elif cuda_graphs:
+            self._graphs = StepGraphs(self._step_forward, loaded.device)
+            if not self._graphs.capturing:
+                log.warning("CUDA graphs need a CUDA device: steps run at fixed shapes, eagerly")
+        self._batch = self._new_batch()
         # The prompt with images or video being prefilled a piece at a time, if any.
         self._prefilling: MediaPrefilling | None = None
         self.prefill_chunk_tokens = prefill_chunk_tokens
@@ -213,14 +223,14 @@ class Engine:
                     for sequence in rows:
                         sequence.fail(public_failure(error))
                     self._active, self._arrivals = [], []
-                    self._batch = SlotBatch()
+                    self._batch = self._new_batch()
 
     def _interrupt_all(self, why: str) -> None:
         self._writes.drain()  # the jobs' threads take their writers back
         for sequence in self._active + self._arriving():
             sequence.interrupt(why)
         self._active, self._arrivals = [], []
-        self._batch = SlotBatch()
+        self._batch = self._new_batch()
         if self._prefilling is not None:
             for sequence in self._prefilling.rows:
                 sequence.interrupt(why)
@@ -501,24 +511,47 @@ class Engine:
         for sequence, slot in zip(rows, arrival.join(), strict=True):
             sequence.slot = slot
 
+    def _new_batch(self) -> SlotBatch:
+        return SlotBatch(bucketed_shape) if self._graphs is not None else SlotBatch()
+
+    def _step_forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The model's step over the batch's cache: every row's last hidden state."""
+        hidden, _ = self._head.hidden(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=self._batch.cache,
+            use_cache=True,
+        )
+        return hidden
+
     def _decode(self, sequences: list[Sequence]) -> torch.Tensor:
         """One step for every sequence (each is its slot's row, holes decode a dummy token);
         their last hidden states, in order."""
         device = self._loaded.device
-        rows = self._batch.rows
+        mask = self._batch.prepare_step()
+        rows = mask.shape[0]  # the batch's rows, or more where steps run at fixed shapes
         tokens, positions = [0] * rows, [0] * rows
         for sequence in sequences:
             tokens[sequence.slot] = sequence.last_token
             positions[sequence.slot] = sequence.next_position
         slots = [s.slot for s in sequences]
-        hidden, _ = self._head.hidden(
-            rows=None if slots == list(range(rows)) else slots,
-            input_ids=torch.tensor(tokens, device=device).unsqueeze(1),
-            attention_mask=self._batch.prepare_step(),
-            position_ids=torch.tensor(positions, device=device).view(1, -1, 1).expand(3, -1, -1),
-            past_key_values=self._batch.cache,
-            use_cache=True,
-        )
+        input_ids = torch.tensor(tokens, device=device).unsqueeze(1)
+        position_tensor = torch.tensor(positions, device=device)
+        if self._graphs is not None:
+            hidden = self._graphs.run(self._batch, input_ids, position_tensor)
+            hidden = hidden.index_select(0, torch.tensor(slots, device=device))
+        else:
+            hidden, _ = self._head.hidden(
+                rows=None if slots == list(range(rows)) else slots,
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_tensor.view(1, -1, 1).expand(3, -1, -1),
+                past_key_values=self._batch.cache,
+                use_cache=True,
+            )
         self._batch.advance()
         for sequence in sequences:
             sequence.next_position += 1

@@ -8,6 +8,7 @@ from transformers import DynamicCache
 
 from worker import batch as batch_module
 from worker.batch import SlotBatch, SlotLayer, dynamic_layers
+from worker.step_graphs import COLUMN_BUCKET, bucket_rows, bucketed_shape
 
 LAYERS, HEADS, HEAD_DIM = 3, 2, 4
 CPU = torch.device("cpu")
@@ -188,3 +189,50 @@ def test_a_batch_that_failed_to_grow_decodes_on(monkeypatch: pytest.MonkeyPatch)
     batch.add(prefilled(longer, 2), longer, CPU)
     step(batch, 1.0)
     assert batch.lengths() == [5, longer + 1]
+
+
+def test_steps_at_a_fixed_shape_pad_rows_that_see_only_their_own_first_column() -> None:
+    batch = SlotBatch(bucketed_shape)
+    batch.add(prefilled(3, 1), 3, CPU)
+    batch.add(prefilled(5, 2), 5, CPU)
+    batch.add(prefilled(4, 3), 4, CPU)
+    kept = snapshot(batch)
+    mask = batch.prepare_step()[:, 0, 0]
+    # Three rows run as four; six columns as a whole bucket.
+    assert mask.shape == (4, COLUMN_BUCKET)
+    assert mask.sum(dim=1).tolist() == [4, 6, 5, 1]
+    assert mask[3, 0] and not mask[3, 1:].any()
+    index_rows, index_columns, _ = batch.step
+    assert index_rows.tolist() == [0, 1, 2, 3] and index_columns.tolist() == [3, 5, 4, 0]
+    column = torch.full((4, HEADS, 1, HEAD_DIM), 7.0)
+    for layer in batch.layers:
+        layer.update(column, -column)
+    batch.advance()
+    # The padding row is a free slot: the rows in use moved on by one token each, untouched.
+    assert batch.lengths() == [4, 6, 5] and batch.rows == 3
+    assert all(torch.equal(before, slot_keys(batch, slot)[:, :-1]) for slot, before in enumerate(kept[:3]))
+
+
+def test_the_buffers_generation_changes_when_they_are_replaced_and_never_repeats() -> None:
+    seen = set()
+    for _ in range(2):  # a failed batch is replaced by a new one: its numbers must be new too
+        batch = SlotBatch(bucketed_shape)
+        batch.add(prefilled(3, 1), 3, CPU)
+        first = batch.generation
+        batch.prepare_step()
+        batch.advance()
+        assert batch.generation == first  # a step within the buffers replaces nothing
+        for seed in range(2, 12):
+            batch.add(prefilled(3, seed), 3, CPU)  # more slots than the buffers have
+        assert batch.generation != first
+        seen |= {first, batch.generation}
+    assert len(seen) == 4
+
+
+@pytest.mark.parametrize(
+    ("rows", "bucket"), [(1, 1), (2, 2), (3, 4), (5, 8), (8, 8), (9, 16), (17, 24), (64, 64), (65, 72)]
+)
+def test_rows_round_up_to_powers_of_two_then_multiples_of_eight(rows: int, bucket: int) -> None:
+    assert bucket_rows(rows) == bucket
+    assert bucketed_shape(rows, 1) == (bucket, COLUMN_BUCKET)
+    assert bucketed_shape(rows, COLUMN_BUCKET + 1) == (bucket, 2 * COLUMN_BUCKET)
