@@ -153,7 +153,9 @@ class StepGraphs:
             captured.run(self._forward)  # warm-up: the step itself, eagerly
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # Thread-local: the jobs' threads move new prompts to the GPU meanwhile, and a
+        # global capture would fail their calls (and itself) rather than let them run.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             captured.hidden = captured.run(self._forward)
         captured.graph = graph
         graph.replay()
