@@ -81,10 +81,14 @@ class JobQueue:
             pipe.lrem(queue.key, 0, job_id)
         await pipe.execute()
 
-    async def depth(self) -> int:
-        pipe = self._redis.pipeline(transaction=False)
+    def _queue_lengths(self, pipe: Any) -> None:
+        """Ask for every queue's length (text and media), in the pipeline's order."""
         for queue in self._queues.values():
             pipe.llen(queue.key)
+
+    async def depth(self) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        self._queue_lengths(pipe)
         return sum(await pipe.execute())
 
     async def position(self, job_id: str) -> int | None:
@@ -143,8 +147,7 @@ class JobQueue:
         and read by /metrics)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcount(keys.live_workers(), f"({time.time()}", "+inf")
-        for queue in self._queues.values():
-            pipe.llen(queue.key)
+        self._queue_lengths(pipe)
         live, *depths = await pipe.execute()
         return int(live), sum(depths)
 
