@@ -38,6 +38,13 @@ ROOFLINE_SHARE_TARGET = 0.35  # c1 tok/s over the roofline's steps/s
 SCALING_TARGET = 20.0  # c64 tok/s over c1 tok/s
 TTFT_TARGET_MS = 50.0  # of a 1k-token text prompt
 TIMEOUT_SECONDS = 1800
+# Lines of the worker's log that say what became of a variant's graphs or compilation.
+WORKER_LOG_SIGNS = {
+    "decoding step captured as a CUDA graph": "CUDA graphs captured",
+    "capturing a decoding step as a CUDA graph failed": "CUDA graph captures that failed (eager after)",
+    "CUDA graphs need a CUDA device": "no CUDA device: fixed shapes without capture",
+    "running eagerly from now on": "compiled forwards that failed (eager after)",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,8 @@ class VariantResult:
     variant: Variant
     levels: list[LevelResult]
     long_prompt: LevelResult
+    # What the worker's log says of its graphs or compilation: sign -> lines.
+    worker_log: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -128,7 +137,9 @@ def measure_variant(placement: Placement, variant: Variant, args: argparse.Names
         target = Target(variant.name, stack.gateway.url, "bench", ours_full_length_body)
         levels = asyncio.run(measure_server(target, decode, args.levels, args.requests)).levels
         alone = asyncio.run(measure_server(target, long_prompt, [1], args.ttft_requests)).levels[0]
-    return VariantResult(variant, levels, alone)
+        log_text = stack.worker.log_path.read_text(errors="replace")
+    signs = {what: log_text.count(line) for line, what in WORKER_LOG_SIGNS.items() if line in log_text}
+    return VariantResult(variant, levels, alone, signs)
 
 
 def run_real_size(argv: list[str]) -> int:
@@ -192,6 +203,12 @@ def render(result: RealSizeResult) -> str:
                 f"{per_stream:.1f} | {per_stream / roofline.steps_per_s:.2f} | {_ms(level.ttft_ms.p50)} | "
                 f"{_ms(level.itl_ms.p50)} | {_ms(level.itl_ms.p95)} |"
             )
+    notes = [
+        f"- {variant.variant.name}, worker log: {what}: {count}"
+        for variant in result.variants
+        for what, count in variant.worker_log.items()
+    ]
+    lines += ["", *notes] if notes else []
     lines += ["", "| variant | target | value | goal | |", "| --- | --- | --- | --- | --- |"]
     for variant in result.variants:
         lines += _targets(variant, roofline, result.baseline)
