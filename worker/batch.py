@@ -21,8 +21,9 @@ used; joining rows fill the lowest holes first.
 A batch can run its steps at fixed shapes (``step_shape``): rows and columns rounded up to
 a few sizes, so that a step of each shape can be captured once as a CUDA graph and
 replayed (worker.step_graphs). The extra rows are free slots, seen through as holes are;
-the extra columns are masked. ``generation`` names the buffers, new at each reallocation: a graph
-holds their addresses, so one captured under an older generation cannot be replayed.
+the extra columns are masked. ``generation`` names the buffers, a new number at each
+reallocation: a graph holds their addresses, so one captured under an older generation
+cannot be replayed.
 """
 
 from __future__ import annotations
