@@ -125,9 +125,10 @@ class Settings(BaseSettings):
     # and replayed after (worker/step_graphs.py); a failed capture falls back to eager.
     # Off by default until measured on a GPU; ignored with WORKER_COMPILE.
     worker_cuda_graphs: bool = False
-    # Tokens per piece of a prompt with images or video: it is prefilled a piece at a time
-    # (vision encoder, then language model), with a decoding step of the running batch
-    # between pieces, so that running streams keep their pace while a video is read.
+    # Tokens per piece of a prompt with images or video, or of a text prompt longer than
+    # this: it is prefilled a piece at a time (vision encoder, then language model), with a
+    # decoding step of the running batch between pieces, so that running streams keep
+    # their pace while a video or a long document is read.
     worker_prefill_chunk_tokens: int = Field(512, ge=16)
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.

@@ -3,10 +3,11 @@
 Jobs hand their prepared prompt to the engine and wait. The engine admits new sequences
 between decoding steps (continuous batching): text prompts that are waiting together are
 prefilled together in one forward pass (left-padded to the longest); a prompt with
-images or video is prefilled a piece at a time (worker.media_prefill), one at a time, a
-decoding step of the running batch between pieces, so that the running streams keep their
-pace; the n choices of one request share one prefill. Then they join the running batch,
-and every step decodes one token for all of them at once. A prefilled prompt draws its
+images or video, or a text longer than a piece, is prefilled a piece at a time
+(worker.media_prefill), one at a time, a decoding step of the running batch between
+pieces, so that the running streams keep their pace; the n choices of one request share
+one prefill. Then they join the running batch, and every step decodes one token for all
+of them at once. A prefilled prompt draws its
 first token with the next step: its last hidden state goes through the lm_head together
 with the running rows' (on a small model the lm_head is most of a step, and costs nearly
 as much for one row as for a dozen).
@@ -70,12 +71,14 @@ def public_failure(error: BaseException) -> GenerationFailed:
     return GenerationFailed("out_of_memory" if out_of_memory else "generation_failed")
 
 
-def batchable(group: list[Sequence]) -> bool:
-    """A request whose prompt can be prefilled beside others: one fresh choice, text only."""
+def batchable(group: list[Sequence], piece_tokens: int) -> bool:
+    """A request whose prompt can be prefilled beside others: one fresh choice, text only,
+    no longer than a piece."""
     if len(group) != 1 or group[0].generated:
         return False
     inputs = group[0].inputs
-    return prefill_kind(inputs) == "text" and inputs["input_ids"].shape[0] == 1
+    rows, length = inputs["input_ids"].shape
+    return prefill_kind(inputs) == "text" and rows == 1 and length <= piece_tokens
 
 
 def prefill_kind(inputs: Any) -> str:
@@ -85,10 +88,13 @@ def prefill_kind(inputs: Any) -> str:
     return "image" if inputs.get("pixel_values") is not None else "text"
 
 
-def prefilled_in_pieces(group: list[Sequence]) -> bool:
-    """A prompt with images or video, of fresh choices (they share one prefill)."""
+def prefilled_in_pieces(group: list[Sequence], piece_tokens: int) -> bool:
+    """A prompt with images or video, or a text longer than a piece, of fresh choices (they
+    share one prefill). In one pass, a prompt of thousands of tokens would stall every
+    running stream for as long as its prefill takes."""
     fresh = len(group) == 1 or all(not s.generated for s in group)
-    return fresh and prefill_kind(group[0].inputs) != "text"
+    inputs = group[0].inputs
+    return fresh and (prefill_kind(inputs) != "text" or inputs["input_ids"].shape[1] > piece_tokens)
 
 
 @dataclass
@@ -263,11 +269,11 @@ class Engine:
             # Alone it always goes in: the verdict refused what cannot fit even then.
             if (self._active or joining) and not self._has_room_for(group, joining):
                 break
-            in_pieces = prefilled_in_pieces(group)
+            in_pieces = prefilled_in_pieces(group, self.prefill_chunk_tokens)
             if in_pieces and self._prefilling is not None:
                 break  # one at a time, in arrival order
             self._waiting.popleft()
-            if batchable(group) and len(texts) < self.max_prefill_rows:
+            if batchable(group, self.prefill_chunk_tokens) and len(texts) < self.max_prefill_rows:
                 texts.append(group[0])
                 continue
             self._prefill_or_fail(texts, self._prefill_texts)
@@ -421,7 +427,8 @@ class Engine:
         self._arrive(rows, hidden, cache, positions)
 
     def _start_prefill(self, rows: list[Sequence]) -> None:
-        """Begin prefilling a prompt with images or video; ``_advance_prefill`` goes on with it."""
+        """Begin prefilling a prompt in pieces (images, video, a long text); ``_advance_prefill``
+        goes on with it."""
         inputs = rows[0].inputs
         positions = self._prefill_positions(inputs)
         pieces = media_prefill(self._loaded.model, inputs, positions, self.prefill_chunk_tokens)

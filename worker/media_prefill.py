@@ -1,4 +1,4 @@
-"""A prompt with images or video, prefilled in pieces between the batch's decoding steps.
+"""A prompt with images or video, or a long text, prefilled in pieces between decoding steps.
 
 Prefilled in one forward pass, a video prompt stalls every running stream for as long as
 the vision encoder takes over all its frames and the language model over its thousands of
@@ -13,7 +13,8 @@ decoding step of the running batch between pieces:
 
 A piece stays around ``chunk_tokens`` tokens of output (the vision encoder's output after
 the 2x2 merge, or the language model's input). The result is the one-pass prefill's, up
-to float rounding: the last position's hidden state and the prompt's cache.
+to float rounding: the last position's hidden state and the prompt's cache. A text prompt
+longer than a piece goes the same way, through the language model's chunks alone.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _encode(
 
 
 def media_prefill(model: Any, inputs: Any, positions: torch.Tensor, chunk_tokens: int) -> Prefill:
-    """Prefill ``inputs`` (one row, with images and/or video) a piece per ``next()``."""
+    """Prefill ``inputs`` (one row: text, with or without images and video) a piece per ``next()``."""
     inner = model.model
     config = inner.config
     input_ids = inputs["input_ids"]

@@ -123,3 +123,53 @@ def test_running_streams_keep_decoding_while_a_video_prompt_is_prefilled(
     assert text.generated == reference_tokens(loaded, text_job)
     expected = reference_tokens(loaded, request, media)
     assert with_media.generated and with_media.generated == expected[: len(with_media.generated)]
+
+
+def long_text_job(words: int, max_new_tokens: int, loaded: LoadedModel) -> GenerationJob:
+    text = "Summarise this: " + " ".join(["lighthouse", "keeper", "bottle", "message"] * (words // 4))
+    return job(text, max_new_tokens, temperature=0.0, logit_bias=no_eos(loaded))
+
+
+def test_a_long_text_prompt_in_pieces_is_the_one_pass_prefill(loaded: LoadedModel) -> None:
+    inputs = prepare(loaded, long_text_job(200, 8, loaded)).inputs
+    length = inputs["input_ids"].shape[1]
+    positions = torch.arange(length).view(1, 1, -1).expand(3, 1, -1)
+    with torch.inference_mode():
+        expected_hidden, expected_cache = one_pass(loaded, inputs, positions)
+        pieces = media_prefill(loaded.model, inputs, positions, chunk_tokens=32)
+        count = 0
+        try:
+            while True:
+                next(pieces)
+                count += 1
+        except StopIteration as finished:
+            hidden, cache = finished.value
+    assert length > 200 and count == -(-length // 32) - 1  # a pause between each two chunks
+    assert torch.allclose(hidden, expected_hidden, atol=1e-4)
+    for mine, theirs in zip(dynamic_layers(cache), dynamic_layers(expected_cache), strict=True):
+        assert mine.keys is not None and theirs.keys is not None
+        assert torch.allclose(mine.keys, theirs.keys, atol=1e-4)
+
+
+def test_running_streams_keep_decoding_while_a_long_text_prompt_is_prefilled(
+    loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
+) -> None:
+    text_job = job(PROMPTS[0], 60, temperature=0.0, logit_bias=no_eos(loaded))
+    long_job = long_text_job(200, 12, loaded)
+    engine = CountingEngine(loaded, connection, chunk_tokens=32)
+    engine.start()
+    try:
+        text, long = sequence_for(text_job), sequence_for(long_job)
+        with ThreadPoolExecutor(2) as pool:
+            running = pool.submit(decode, engine, text)
+            while not text.generated:
+                time.sleep(0.001)
+            pool.submit(decode, engine, long).result(timeout=60)
+            running.result(timeout=60)
+    finally:
+        engine.stop()
+    # A prompt of 200+ tokens in pieces of 32: the running row decoded between them.
+    assert len(engine.steps_while_prefilling) >= 5
+    assert set(engine.steps_while_prefilling) == {1}
+    assert text.generated == reference_tokens(loaded, text_job)
+    assert long.generated == reference_tokens(loaded, long_job)
