@@ -20,6 +20,7 @@ from worker.media.loader import Media
 from worker.media.video import VideoClip
 from worker.media_prefill import media_prefill
 from worker.model import LoadedModel
+from worker.sequence import Sequence
 from worker.verdict import prepare
 
 
@@ -56,6 +57,28 @@ def one_pass(loaded: LoadedModel, inputs: Any, positions: torch.Tensor) -> tuple
     return outputs.last_hidden_state[:, -1], outputs.past_key_values
 
 
+def assert_pieces_make_the_one_pass_prefill(
+    loaded: LoadedModel, inputs: Any, positions: torch.Tensor, chunk_tokens: int
+) -> int:
+    """Prefill in pieces and in one pass; the same last hidden state and cache. The pauses taken."""
+    with torch.inference_mode():
+        expected_hidden, expected_cache = one_pass(loaded, inputs, positions)
+        pieces = media_prefill(loaded.model, inputs, positions, chunk_tokens=chunk_tokens)
+        count = 0
+        try:
+            while True:
+                next(pieces)
+                count += 1
+        except StopIteration as finished:
+            hidden, cache = finished.value
+    assert torch.allclose(hidden, expected_hidden, atol=1e-4)
+    for mine, theirs in zip(dynamic_layers(cache), dynamic_layers(expected_cache), strict=True):
+        assert mine.keys is not None and theirs.keys is not None
+        assert mine.keys.shape == theirs.keys.shape
+        assert torch.allclose(mine.keys, theirs.keys, atol=1e-4)
+    return count
+
+
 def test_a_prefill_in_pieces_is_the_one_pass_prefill(loaded: LoadedModel) -> None:
     request, media = media_job(8)
     inputs = prepare(loaded, request, media).inputs
@@ -66,25 +89,11 @@ def test_a_prefill_in_pieces_is_the_one_pass_prefill(loaded: LoadedModel) -> Non
         video_grid_thw=inputs["video_grid_thw"],
         attention_mask=inputs["attention_mask"],
     )[0]
-    with torch.inference_mode():
-        expected_hidden, expected_cache = one_pass(loaded, inputs, engine_positions)
-        pieces = media_prefill(loaded.model, inputs, engine_positions, chunk_tokens=16)
-        count = 0
-        try:
-            while True:
-                next(pieces)
-                count += 1
-        except StopIteration as finished:
-            hidden, cache = finished.value
+    count = assert_pieces_make_the_one_pass_prefill(loaded, inputs, engine_positions, chunk_tokens=16)
     length = inputs["input_ids"].shape[1]
     # The image, the video's frame groups one by one, then the prompt 16 tokens at a time.
     video_groups = int(inputs["video_grid_thw"][0, 0])
     assert count + 1 >= 1 + video_groups + length // 16
-    assert torch.allclose(hidden, expected_hidden, atol=1e-4)
-    for mine, theirs in zip(dynamic_layers(cache), dynamic_layers(expected_cache), strict=True):
-        assert mine.keys is not None and theirs.keys is not None
-        assert mine.keys.shape == theirs.keys.shape
-        assert torch.allclose(mine.keys, theirs.keys, atol=1e-4)
 
 
 class CountingEngine(Engine):
@@ -100,23 +109,29 @@ class CountingEngine(Engine):
         super()._decode_step()
 
 
+def arrive_while_decoding(engine: Engine, running: Sequence, arriving: Sequence) -> None:
+    """Start the engine and ``running``; once it decodes, run ``arriving`` to its end, then
+    let ``running`` finish."""
+    engine.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(decode, engine, running)
+            while not running.generated:
+                time.sleep(0.001)
+            pool.submit(decode, engine, arriving).result(timeout=60)
+            first.result(timeout=60)
+    finally:
+        engine.stop()
+
+
 def test_running_streams_keep_decoding_while_a_video_prompt_is_prefilled(
     loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
 ) -> None:
     text_job = job(PROMPTS[0], 60, temperature=0.0, logit_bias=no_eos(loaded))
     request, media = media_job(20)
     engine = CountingEngine(loaded, connection, chunk_tokens=16)
-    engine.start()
-    try:
-        text, with_media = sequence_for(text_job), sequence_for(request, media)
-        with ThreadPoolExecutor(2) as pool:
-            running = pool.submit(decode, engine, text)
-            while not text.generated:  # the text row is decoding before the video arrives
-                time.sleep(0.001)
-            pool.submit(decode, engine, with_media).result(timeout=60)
-            running.result(timeout=60)
-    finally:
-        engine.stop()
+    text, with_media = sequence_for(text_job), sequence_for(request, media)
+    arrive_while_decoding(engine, text, with_media)
     # The text row went on between the pieces; then both decoded as generate() does.
     assert len(engine.steps_while_prefilling) >= 4
     assert set(engine.steps_while_prefilling) == {1}
@@ -134,21 +149,8 @@ def test_a_long_text_prompt_in_pieces_is_the_one_pass_prefill(loaded: LoadedMode
     inputs = prepare(loaded, long_text_job(200, 8, loaded)).inputs
     length = inputs["input_ids"].shape[1]
     positions = torch.arange(length).view(1, 1, -1).expand(3, 1, -1)
-    with torch.inference_mode():
-        expected_hidden, expected_cache = one_pass(loaded, inputs, positions)
-        pieces = media_prefill(loaded.model, inputs, positions, chunk_tokens=32)
-        count = 0
-        try:
-            while True:
-                next(pieces)
-                count += 1
-        except StopIteration as finished:
-            hidden, cache = finished.value
+    count = assert_pieces_make_the_one_pass_prefill(loaded, inputs, positions, chunk_tokens=32)
     assert length > 200 and count == -(-length // 32) - 1  # a pause between each two chunks
-    assert torch.allclose(hidden, expected_hidden, atol=1e-4)
-    for mine, theirs in zip(dynamic_layers(cache), dynamic_layers(expected_cache), strict=True):
-        assert mine.keys is not None and theirs.keys is not None
-        assert torch.allclose(mine.keys, theirs.keys, atol=1e-4)
 
 
 def test_running_streams_keep_decoding_while_a_long_text_prompt_is_prefilled(
@@ -157,17 +159,8 @@ def test_running_streams_keep_decoding_while_a_long_text_prompt_is_prefilled(
     text_job = job(PROMPTS[0], 60, temperature=0.0, logit_bias=no_eos(loaded))
     long_job = long_text_job(200, 12, loaded)
     engine = CountingEngine(loaded, connection, chunk_tokens=32)
-    engine.start()
-    try:
-        text, long = sequence_for(text_job), sequence_for(long_job)
-        with ThreadPoolExecutor(2) as pool:
-            running = pool.submit(decode, engine, text)
-            while not text.generated:
-                time.sleep(0.001)
-            pool.submit(decode, engine, long).result(timeout=60)
-            running.result(timeout=60)
-    finally:
-        engine.stop()
+    text, long = sequence_for(text_job), sequence_for(long_job)
+    arrive_while_decoding(engine, text, long)
     # A prompt of 200+ tokens in pieces of 32: the running row decoded between them.
     assert len(engine.steps_while_prefilling) >= 5
     assert set(engine.steps_while_prefilling) == {1}
