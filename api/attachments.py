@@ -36,6 +36,7 @@ class _Attachment:
 class Attachments:
     def __init__(self) -> None:
         self._sessions: dict[str, _Attachment] = {}
+        self._stopping = False
 
     def attach(self, session_id: str, hold_seconds: float, touch: TouchMany, due: float) -> None:
         """Keep renewing the session (first at ``due``, monotonic) until ``detach``."""
@@ -54,8 +55,13 @@ class Attachments:
             if attachment.followers <= 0:
                 del self._sessions[session_id]
 
+    def stop(self) -> None:
+        """End ``run`` at its next sweep. Cancelling it is not enough on its own: redis-py can
+        let a cancellation pass while a reply arrives, and the loop would go on for good."""
+        self._stopping = True
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(SWEEP_SECONDS)
             now = time.monotonic()
             due: dict[TouchMany, list[_Attachment]] = {}

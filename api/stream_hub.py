@@ -114,6 +114,7 @@ class StreamHub:
 
     async def close(self) -> None:
         _hubs.pop(self.redis, None)
+        self.attachments.stop()
         for task in self._tasks:
             task.cancel()
         for reader in self._readers:
