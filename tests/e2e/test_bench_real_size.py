@@ -1,7 +1,7 @@
 """``python -m bench real-size`` end to end on the tiny checkpoint: the GPU run's command works.
 
-On a CPU it measures nothing the GPU targets are about; it runs here so that the command a
-GPU machine is lent a few minutes for does not fail on something a CPU could have shown.
+On a CPU it measures nothing the GPU targets are about; it runs here so that a run on a
+GPU machine does not fail on something a CPU could have shown.
 """
 
 from __future__ import annotations
