@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import subprocess
-import sys
+from typing import Any
 
+from bench.child import run_child
 from bench.results import BaselineResult
 from bench.stack import Placement
 from bench.stats import Percentiles
 from bench.workload import Workload
-from tests.processes import ROOT
 
 log = logging.getLogger(__name__)
-
-TIMEOUT_SECONDS = 600
 
 
 def run_baseline(placement: Placement, workload: Workload, runs: int) -> BaselineResult:
     log.info("in-process baseline: %d runs of generate()", runs)
     args = [
-        sys.executable,
-        "-m",
-        "bench.inprocess",
         f"--model={placement.model_dir}",
         f"--device={placement.device}",
         f"--dtype={placement.dtype}",
@@ -36,15 +28,10 @@ def run_baseline(placement: Placement, workload: Workload, runs: int) -> Baselin
         f"--top-k={workload.top_k}",
         f"--length-forcing={workload.length_forcing}",
     ]
-    env = {**os.environ, **placement.env()}
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
-    if done.returncode != 0:
-        raise RuntimeError(f"the in-process baseline failed:\n{done.stderr[-3000:]}")
-    return _parse(done.stdout.strip().splitlines()[-1])
+    return _parse(run_child("bench.inprocess", args, placement, "the in-process baseline"))
 
 
-def _parse(line: str) -> BaselineResult:
-    raw = json.loads(line)
+def _parse(raw: dict[str, Any]) -> BaselineResult:
     return BaselineResult(
         runs=raw["runs"],
         prompt_tokens=raw["prompt_tokens"],

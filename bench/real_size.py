@@ -16,17 +16,17 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench.baseline import run_baseline
+from bench.child import run_child
 from bench.load import Target, measure_server
 from bench.long_context import prompt_of
 from bench.results import BaselineResult, LevelResult
-from bench.roofline import Roofline, parse
+from bench.roofline import Roofline
 from bench.stack import Placement, our_stack, ours_full_length_body
 from bench.workload import Workload
 from tests.processes import LOG_DIR, ROOT
@@ -120,13 +120,8 @@ def ensure_checkpoint(model_dir: Path, device: str, dtype: str) -> None:
 
 
 def measure_roofline(placement: Placement) -> Roofline:
-    command = [sys.executable, "-m", "bench.roofline", f"--model={placement.model_dir}"]
-    command += [f"--device={placement.device}", f"--dtype={placement.dtype}"]
-    env = {**os.environ, **placement.env()}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
-    if done.returncode != 0:
-        raise RuntimeError(f"the roofline measurement failed:\n{done.stderr[-3000:]}")
-    return parse(done.stdout.strip().splitlines()[-1])
+    args = [f"--model={placement.model_dir}", f"--device={placement.device}", f"--dtype={placement.dtype}"]
+    return Roofline(**run_child("bench.roofline", args, placement, "the roofline measurement"))
 
 
 def measure_variant(placement: Placement, variant: Variant, args: argparse.Namespace) -> VariantResult:
@@ -227,8 +222,8 @@ def _targets(variant: VariantResult, roofline: Roofline, baseline: BaselineResul
             rows.append(f"| {name} | c1 / generate() | {ratio:.2f} | >= 1 | {_met(ratio >= 1)} |")
         if (top := by_level.get(64)) and one.tokens_per_s:
             scaling = top.tokens_per_s / one.tokens_per_s
-            goal = SCALING_TARGET
-            rows.append(f"| {name} | c64 / c1 | {scaling:.1f} | >= {goal:g} | {_met(scaling >= goal)} |")
+            met = _met(scaling >= SCALING_TARGET)
+            rows.append(f"| {name} | c64 / c1 | {scaling:.1f} | >= {SCALING_TARGET:g} | {met} |")
     long = variant.long_prompt
     ttft = long.ttft_ms.p50
     met = _met(ttft is not None and ttft <= TTFT_TARGET_MS)

@@ -76,7 +76,8 @@ def copy_bandwidth(device: torch.device, size: int = COPY_BYTES, runs: int = COP
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or device.type
@@ -99,11 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     roofline = measure(args.model, torch.device(args.device), getattr(torch, args.dtype))
     print(json.dumps(dataclasses.asdict(roofline)))
-
-
-def parse(line: str) -> Roofline:
-    raw: dict[str, Any] = json.loads(line)
-    return Roofline(**raw)
 
 
 if __name__ == "__main__":

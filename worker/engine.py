@@ -7,10 +7,9 @@ images or video, or a text longer than a piece, is prefilled a piece at a time
 (worker.media_prefill), one at a time, a decoding step of the running batch between
 pieces, so that the running streams keep their pace; the n choices of one request share
 one prefill. Then they join the running batch, and every step decodes one token for all
-of them at once. A prefilled prompt draws its
-first token with the next step: its last hidden state goes through the lm_head together
-with the running rows' (on a small model the lm_head is most of a step, and costs nearly
-as much for one row as for a dozen).
+of them at once. A prefilled prompt draws its first token with the next step: its last
+hidden state goes through the lm_head together with the running rows' (on a small model
+the lm_head is most of a step, and costs nearly as much for one row as for a dozen).
 A sequence that finishes or is cancelled leaves the batch without disturbing the others.
 After every step the events of all sequences, and the reads of their cancel flags, go to
 Redis in one round trip, sent while the next step computes (worker.step_writes).

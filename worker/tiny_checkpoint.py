@@ -159,7 +159,14 @@ SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "max_position_embeddings": 32768,
             "mrope_section": [8, 4, 4],
         },
-        {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64},
+        {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "deepstack_visual_indexes": [1],
+        },
     ),
     "real": (
         {
@@ -178,10 +185,10 @@ SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "intermediate_size": 4096,
             "num_heads": 16,
             "out_hidden_size": 2048,
+            "deepstack_visual_indexes": [5, 11, 17],
         },
     ),
 }
-DEEPSTACK_LAYERS = {"tiny": [1], "real": [5, 11, 17]}
 
 
 def build_config(size: str = "tiny"):  # type: ignore[no-untyped-def]
@@ -208,7 +215,6 @@ def build_config(size: str = "tiny"):  # type: ignore[no-untyped-def]
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
             "num_position_embeddings": 2304,
-            "deepstack_visual_indexes": DEEPSTACK_LAYERS[size],
         },
         tie_word_embeddings=True,
     )
