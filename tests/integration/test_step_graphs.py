@@ -10,14 +10,17 @@ their context, its logits do), and the tokens against generate().
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import Any
 
 import pytest
 import redis
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.jobs import GenerationJob, ImagePart
 from tests.integration.conftest import SequenceFactory, decode, make_job
@@ -46,6 +49,53 @@ class LogitsRecordingEngine(Engine):
     def graphs(self) -> StepGraphs:
         assert self._graphs is not None and not self._graphs.capturing  # a CPU: shapes, no capture
         return self._graphs
+
+
+# Operators a CUDA graph capture cannot hold: each reads device data back to the host (a
+# sync, which fails the capture, and a value the graph would then replay frozen), or makes
+# a tensor from host data (a copy from host memory, whose value the graph would freeze).
+HOST_BOUND_OPS = frozenset(
+    {
+        "aten::item",  # .item(), int(t), bool(t) (under inference mode, as the engine runs)
+        "aten::_local_scalar_dense",  # the same, outside it
+        "aten::nonzero",
+        "aten::masked_select",
+        "aten::_unique2",
+        "aten::unique_consecutive",
+        "aten::unique_dim",
+        "aten::lift_fresh",  # torch.tensor(host data)
+    }
+)
+
+
+class HostBoundOps(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Counts the operators of ``HOST_BOUND_OPS`` run while it is active (and all of them)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.host_bound: Counter[str] = Counter()
+        self.operators = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.operators += 1
+        name = func._schema.name
+        if name in HOST_BOUND_OPS:
+            self.host_bound[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class StepRecordingEngine(Engine):
+    """An engine at fixed shapes whose steps (what a GPU captures as graphs) are watched."""
+
+    def __init__(self, loaded: LoadedModel, connection: redis.Redis) -> None:
+        super().__init__(loaded, connection, max_batch=8, cuda_graphs=True)
+        self.watch = HostBoundOps()
+
+    def _step_forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        with self.watch:
+            return super()._step_forward(input_ids, position_ids, mask)
 
 
 @pytest.fixture
@@ -129,3 +179,33 @@ def test_a_shape_set_up_for_one_request_computes_the_next_ones_steps_from_their_
         decode(graphed, sequence)
         assert_logits_match(graphed, sequence, teacher_forced_logits(loaded, request, sequence.generated))
     assert graphed.graphs.captures <= 3
+
+
+def test_the_watch_sees_host_reads_and_tensors_made_from_host_data() -> None:
+    watch = HostBoundOps()
+    with torch.inference_mode(), watch:
+        made = torch.tensor([3, 0, 5])
+        int(made.sum())
+        made.nonzero()
+    assert watch.host_bound == Counter({"aten::lift_fresh": 1, "aten::item": 1, "aten::nonzero": 1})
+
+
+def test_a_fixed_shape_step_reads_nothing_back_to_the_host(
+    loaded: LoadedModel, sequence_for: SequenceFactory, connection: redis.Redis
+) -> None:
+    """What a CUDA graph capture needs of the step, checked where no GPU is: a transformers
+    release (or a change to the batch's cache) that read a length back with ``.item()``
+    would fail every capture on a GPU, and the steps would run eagerly."""
+    engine = StepRecordingEngine(loaded, connection)
+    engine.start()
+    try:
+        requests = [
+            job(text, n, temperature=0.0, logit_bias=no_eos(loaded))
+            for text, n in zip(PROMPTS[:2], (12, 5), strict=True)
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(partial(decode, engine), [sequence_for(request) for request in requests]))
+    finally:
+        engine.stop()
+    assert engine.watch.operators > 100  # the steps ran under the watch
+    assert engine.watch.host_bound == Counter()
