@@ -115,9 +115,9 @@ class Settings(BaseSettings):
     worker_max_batch: int = Field(16, ge=1)
     # Threads torch uses when the model runs on the CPU; 0: every core but one.
     worker_torch_threads: int = Field(0, ge=0)
-    # torch.compile the language model with this mode ("" off; default, reduce-overhead
-    # for CUDA graphs on a GPU, max-autotune, max-autotune-no-cudagraphs); a failure to
-    # compile falls back to eager.
+    # torch.compile the decoding steps with this mode ("" off; default, reduce-overhead
+    # for CUDA graphs on a GPU, max-autotune, max-autotune-no-cudagraphs), at bucketed
+    # shapes (worker/compiled.py); a failure to compile falls back to eager.
     worker_compile: Literal[
         "", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
     ] = ""

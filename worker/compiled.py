@@ -1,22 +1,29 @@
-"""The language model's forward pass compiled with ``torch.compile``, behind a setting.
+"""The language model's decoding steps compiled with ``torch.compile``, behind a setting.
 
 Eager transformers launches every kernel of a decoding step from Python; compiled, the
 step's small operations are fused (on a GPU, ``reduce-overhead`` also captures CUDA
-graphs). Compiling can fail: an operation the compiler does not support, a missing C
+graphs). Only decoding steps run compiled (inside ``compiled_steps``), at the few shapes
+worker.step_graphs buckets them into; prefills run eagerly. A prompt's length is new at
+nearly every prefill, and ``reduce-overhead`` records a CUDA graph for every new shape,
+so compiled prefills would record graphs without end; on a big prompt, launches are not
+what costs. Compiling can fail: an operation the compiler does not support, a missing C
 compiler, a backend error. A failure must not cost a request, so the first one turns
 the compiled forward back into the eager one for good (logged), and the call that
 failed runs eagerly. Where the compiled code ran in pieces (graph breaks), some layers may
 have written their step into the cache before the failure; the eager call writes the same
 columns again (worker.batch: a row's length moves on only once its step has completed).
 
-Dynamic shapes (``dynamic=True``): batch size, prompt length and cache length change at
-every join, departure and step; without it each new shape would compile again.
+Dynamic shapes (``dynamic=True``): the step's rows and columns change with the batch's
+bucket; without it each bucket would compile again (tens of seconds on a small CPU), while
+``reduce-overhead`` only records a graph per bucket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, get_args
 
 import torch
@@ -30,18 +37,27 @@ MODES = tuple(mode for mode in get_args(CompileMode) if mode)
 
 
 class CompiledForward:
-    """Calls the compiled forward until it fails once, then the eager one."""
+    """Calls the compiled forward in decoding steps until it fails once; the eager one otherwise."""
 
     def __init__(self, eager: Callable[..., Any], compiled: Callable[..., Any]) -> None:
         self.eager = eager
         self._compiled: Callable[..., Any] | None = compiled
+        self._stepping = threading.local()  # the engine's thread is in a decoding step
 
     @property
     def active(self) -> bool:
         return self._compiled is not None
 
+    @contextlib.contextmanager
+    def steps(self) -> Iterator[None]:
+        self._stepping.on = True
+        try:
+            yield
+        finally:
+            self._stepping.on = False
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self._compiled is not None:
+        if self._compiled is not None and getattr(self._stepping, "on", False):
             try:
                 return self._compiled(*args, **kwargs)
             except Exception:
@@ -59,6 +75,17 @@ def compile_language_model(model: Any, mode: str, backend: str | Callable[..., A
     compiled = torch.compile(eager, mode=mode, dynamic=True, backend=backend)
     language_model.forward = CompiledForward(eager, compiled)
     log.info("language model compiled with torch.compile (mode %s); the first steps compile it", mode)
+
+
+@contextlib.contextmanager
+def compiled_steps(model: Any) -> Iterator[None]:
+    """The language model's calls inside run compiled, where it is (a decoding step)."""
+    forward = getattr(model.model.language_model, "forward", None)
+    if not isinstance(forward, CompiledForward):
+        yield
+        return
+    with forward.steps():
+        yield
 
 
 def is_compiled(model: Any) -> bool:

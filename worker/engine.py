@@ -40,6 +40,7 @@ import torch
 from shared.session_scripts import SyncScripts
 from worker import metrics
 from worker.batch import SlotBatch
+from worker.compiled import compiled_steps
 from worker.errors import GenerationFailed
 from worker.grammar import new_bitmask
 from worker.logits_head import LogitsHead
@@ -518,7 +519,9 @@ class Engine:
             sequence.slot = slot
 
     def _new_batch(self) -> SlotBatch:
-        return SlotBatch(bucketed_shape) if self._graphs is not None else SlotBatch()
+        # Graphs, captured or compiled, are made per shape: the steps run at a few.
+        fixed = self._graphs is not None or self._loaded.compiled
+        return SlotBatch(bucketed_shape) if fixed else SlotBatch()
 
     def _step_forward(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
@@ -550,14 +553,15 @@ class Engine:
             hidden = self._graphs.run(self._batch, input_ids, position_tensor)
             hidden = hidden.index_select(0, torch.tensor(slots, device=device))
         else:
-            hidden, _ = self._head.hidden(
-                rows=None if slots == list(range(rows)) else slots,
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=position_tensor.view(1, -1, 1).expand(3, -1, -1),
-                past_key_values=self._batch.cache,
-                use_cache=True,
-            )
+            with compiled_steps(self._loaded.model):
+                hidden, _ = self._head.hidden(
+                    rows=None if slots == list(range(rows)) else slots,
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=position_tensor.view(1, -1, 1).expand(3, -1, -1),
+                    past_key_values=self._batch.cache,
+                    use_cache=True,
+                )
         self._batch.advance()
         for sequence in sequences:
             sequence.next_position += 1

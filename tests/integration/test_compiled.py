@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+import torch
 
 from shared.settings import Settings
 from tests.integration.conftest import SequenceFactory, decode
@@ -17,6 +18,7 @@ from tests.integration.test_engine import PROMPTS, job, reference_tokens
 from worker.compiled import CompiledForward, compile_language_model, is_compiled
 from worker.engine import Engine
 from worker.model import LoadedModel, load_model
+from worker.step_graphs import COLUMN_BUCKET, bucket_rows
 
 
 def greedy_run(engine: Engine, sequence_for: SequenceFactory, lengths: tuple[int, ...]) -> list[list[int]]:
@@ -40,6 +42,20 @@ class BackendFailure(RuntimeError):
 
 def failing_backend(graph: Any, example_inputs: Any) -> Any:
     raise BackendFailure("this backend compiles nothing")
+
+
+class StepShapes:
+    """A backend that runs the traced graph as it is, noting the shapes of every call's tensors."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[tuple[int, ...], torch.dtype]]] = []
+
+    def __call__(self, graph: Any, example_inputs: Any) -> Any:
+        def run(*args: Any) -> Any:
+            self.calls.append([(tuple(a.shape), a.dtype) for a in args if isinstance(a, torch.Tensor)])
+            return graph.forward(*args)
+
+        return run
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +99,28 @@ def test_the_compiled_engine_decodes_as_generate_does(
     for text, n, tokens in zip(PROMPTS, (10, 6, 14), generated, strict=True):
         expected = reference_tokens(loaded, job(text, n, temperature=0.0))
         assert tokens == expected[: len(tokens)] and tokens
+
+
+def test_only_decoding_steps_run_compiled_and_at_bucketed_shapes(
+    engine_settings: Settings, loaded: LoadedModel, connection: redis.Redis, sequence_for: SequenceFactory
+) -> None:
+    # reduce-overhead records a CUDA graph for every new shape it meets: prompts of every
+    # length, or a step whose cache grew by a column, would each record another.
+    shapes = StepShapes()
+    stepping = load_model(engine_settings)
+    compile_language_model(stepping.model, "default", backend=shapes)
+    stepping.compiled = True
+    for engine in started(stepping, connection):
+        generated = greedy_run(engine, sequence_for, (12, 9, 15))
+    assert len(shapes.calls) >= 14  # the longest request's steps, at least
+    hidden_size = stepping.model.config.text_config.hidden_size
+    for call in shapes.calls:
+        masks = [shape for shape, dtype in call if dtype == torch.bool and len(shape) == 4]
+        assert len(masks) == 1, call
+        rows, _, _, columns = masks[0]
+        assert rows == bucket_rows(rows) and columns % COLUMN_BUCKET == 0
+        # One token per row: no prompt went through the compiled forward.
+        assert ((rows, 1, hidden_size), torch.float32) in call
+        assert not any(len(s) == 3 and s[1] > 1 and s[2] == hidden_size for s, _ in call)
+    for text, n, tokens in zip(PROMPTS, (12, 9, 15), generated, strict=True):
+        assert tokens == reference_tokens(loaded, job(text, n, temperature=0.0))[: len(tokens)] and tokens
