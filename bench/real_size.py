@@ -44,6 +44,9 @@ WORKER_LOG_SIGNS = {
     "capturing a decoding step as a CUDA graph failed": "CUDA graph captures that failed (eager after)",
     "CUDA graphs need a CUDA device": "no CUDA device: fixed shapes without capture",
     "running eagerly from now on": "compiled forwards that failed (eager after)",
+    # Inductor's cudagraphs log (TORCH_LOGS=cudagraphs): reduce-overhead ran a graph without
+    # CUDA graphs, e.g. for inputs it writes in place (the batch's key/value buffers).
+    "skipping cudagraphs": "compiled graphs run without CUDA graphs (inductor skipped them)",
 }
 
 
@@ -128,7 +131,9 @@ def measure_variant(placement: Placement, variant: Variant, args: argparse.Names
     log.info("our stack, %s", variant.name)
     decode = Workload(max_tokens=args.max_tokens, temperature=0.0)
     long_prompt = Workload(prompt_of(args.ttft_prompt), max_tokens=4, temperature=0.0)
-    with our_stack(placement, max_batch=max(args.levels), **variant.settings) as stack:
+    # A compiled worker logs why inductor ran a graph without CUDA graphs, if it did.
+    hints = {"TORCH_LOGS": "cudagraphs"} if "WORKER_COMPILE" in variant.settings else {}
+    with our_stack(placement, max_batch=max(args.levels), **variant.settings, **hints) as stack:
         target = Target(variant.name, stack.gateway.url, "bench", ours_full_length_body)
         levels = asyncio.run(measure_server(target, decode, args.levels, args.requests)).levels
         alone = asyncio.run(measure_server(target, long_prompt, [1], args.ttft_requests)).levels[0]
