@@ -69,7 +69,7 @@ HOST_BOUND_OPS = frozenset(
 
 
 class HostBoundOps(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """Counts the operators of ``HOST_BOUND_OPS`` run while it is active (and all of them)."""
+    """Counts the operators run while it is active, and apart those of ``HOST_BOUND_OPS``."""
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
