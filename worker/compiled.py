@@ -77,17 +77,17 @@ def compile_language_model(model: Any, mode: str, backend: str | Callable[..., A
     log.info("language model compiled with torch.compile (mode %s); the first steps compile it", mode)
 
 
-@contextlib.contextmanager
-def compiled_steps(model: Any) -> Iterator[None]:
-    """The language model's calls inside run compiled, where it is (a decoding step)."""
+def _compiled_forward(model: Any) -> CompiledForward | None:
     forward = getattr(model.model.language_model, "forward", None)
-    if not isinstance(forward, CompiledForward):
-        yield
-        return
-    with forward.steps():
-        yield
+    return forward if isinstance(forward, CompiledForward) else None
+
+
+def compiled_steps(model: Any) -> contextlib.AbstractContextManager[None]:
+    """The language model's calls inside run compiled, where it is (a decoding step)."""
+    forward = _compiled_forward(model)
+    return forward.steps() if forward is not None else contextlib.nullcontext()
 
 
 def is_compiled(model: Any) -> bool:
-    forward = getattr(model.model.language_model, "forward", None)
-    return isinstance(forward, CompiledForward) and forward.active
+    forward = _compiled_forward(model)
+    return forward is not None and forward.active
