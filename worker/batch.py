@@ -14,7 +14,10 @@ once.
 The buffers grow when a row needs a slot or a column they lack: reallocated with room to
 spare, so growing costs O(1) copies per step on average. They shrink when the rows left
 need less than half of them (again with room), and are dropped when the batch empties:
-memory follows what the running rows hold. A free slot below the highest one in use (a
+memory follows what the running rows hold. A batch at fixed shapes (``keep_buffers``)
+keeps them when it empties: its graphs hold their addresses, and dropping them would make
+every request that finds the worker idle capture its steps again (on a GPU a capture runs
+the step once eagerly and records it once: tens of milliseconds). A free slot below the highest one in use (a
 hole) still goes through the model, seeing only its own column 0, and its output is not
 used; joining rows fill the lowest holes first.
 
@@ -133,10 +136,13 @@ class SlotLayer(DynamicLayer):  # type: ignore[no-untyped-call]
 
 
 class SlotBatch:
-    def __init__(self, step_shape: Callable[[int, int], tuple[int, int]] = exact_shape) -> None:
+    def __init__(
+        self, step_shape: Callable[[int, int], tuple[int, int]] = exact_shape, keep_buffers: bool = False
+    ) -> None:
         self.cache: DynamicCache | None = None
         # (rows, columns) a step needs -> (rows, columns) it runs with, each at least as many.
         self._step_shape = step_shape
+        self._keep_buffers = keep_buffers  # when the batch empties
         self.generation = 0  # a new number whenever the layers' buffers are replaced
         # Tokens each slot holds; 0: the slot is free (a row holds its prompt, never empty).
         self._lengths: list[int] = []
@@ -257,7 +263,8 @@ class SlotBatch:
         rows = self.rows
         del self._lengths[rows:]
         if not rows:
-            self.cache = None
+            if not self._keep_buffers:
+                self.cache = None
             return
         columns = self.columns
         step_rows, step_columns = self._step_shape(rows, columns + 1)

@@ -521,7 +521,7 @@ class Engine:
     def _new_batch(self) -> SlotBatch:
         # Graphs, captured or compiled, are made per shape: the steps run at a few.
         fixed = self._graphs is not None or self._loaded.compiled
-        return SlotBatch(bucketed_shape) if fixed else SlotBatch()
+        return SlotBatch(bucketed_shape, keep_buffers=True) if fixed else SlotBatch()
 
     def _step_forward(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor

@@ -114,6 +114,9 @@ class StepGraphs:
         if batch.generation != self._generation:
             self._graphs.clear()  # they write into buffers the batch no longer has
             self._generation = batch.generation
+            # The last graph gone frees the pool they shared, and capturing into a freed
+            # pool's handle fails (an internal assert of torch's allocator): a new one.
+            self._pool = torch.cuda.graph_pool_handle() if self._capturing else None
         rows, columns = batch.step[2].shape
         key = (rows, columns)
         captured = self._graphs.get(key)

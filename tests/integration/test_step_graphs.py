@@ -178,7 +178,8 @@ def test_a_shape_set_up_for_one_request_computes_the_next_ones_steps_from_their_
         sequence = sequence_for(request)
         decode(graphed, sequence)
         assert_logits_match(graphed, sequence, teacher_forced_logits(loaded, request, sequence.generated))
-    assert graphed.graphs.captures <= 3
+    # The batch kept its buffers between them: one shape, set up once.
+    assert graphed.graphs.captures == 1
 
 
 def test_the_watch_sees_host_reads_and_tensors_made_from_host_data() -> None:

@@ -229,6 +229,24 @@ def test_the_buffers_generation_changes_when_they_are_replaced_and_never_repeats
     assert len(seen) == 4
 
 
+@pytest.mark.parametrize("keep_buffers", [False, True])
+def test_an_emptied_batch_drops_its_buffers_unless_it_keeps_them_for_its_graphs(keep_buffers: bool) -> None:
+    batch = SlotBatch(bucketed_shape, keep_buffers=keep_buffers)
+    batch.add(prefilled(3, 1), 3, CPU)
+    step(batch, 1.0)
+    first, buffer = batch.generation, batch.layers[0].key_buffer
+    batch.free([0])
+    assert batch.rows == 0 and batch.lengths() == []
+    assert (batch.cache is not None) == keep_buffers
+    # The next request: kept buffers take it in place, where a graph of them still replays.
+    assert batch.add(prefilled(5, 2), 5, CPU) == [0]
+    step(batch, 2.0)
+    assert (batch.generation == first) == keep_buffers
+    assert (batch.layers[0].key_buffer is buffer) == keep_buffers
+    assert batch.lengths() == [6]
+    assert torch.equal(slot_keys(batch, 0)[:, :5], layer_keys(prefilled(5, 2))[0])
+
+
 @pytest.mark.parametrize(
     ("rows", "bucket"), [(1, 1), (2, 2), (3, 4), (5, 8), (8, 8), (9, 16), (17, 24), (64, 64), (65, 72)]
 )
