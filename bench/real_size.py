@@ -59,8 +59,10 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        if text == "eager":
-            return cls("eager", {})
+        if text == "eager":  # on a GPU the worker's default replays CUDA graphs
+            return cls("eager", {"WORKER_CUDA_GRAPHS": "false"})
+        if text == "default":
+            return cls("default", {})
         settings = {}
         for pair in text.split(","):
             key, sep, value = pair.partition("=")
@@ -104,12 +106,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--variant",
         type=Variant.parse,
         action="append",
-        help="a worker configuration: eager, or WORKER_NAME=value[,...] (repeatable; default eager)",
+        help="a worker configuration: eager, default (the worker's own: CUDA graphs on a GPU), or "
+        "WORKER_NAME=value[,...] (repeatable; default: eager and default)",
     )
     add("--json", type=Path, metavar="PATH", help="also write the figures as JSON to this path")
     args = parser.parse_args(argv)
     args.levels = [int(level) for level in args.levels.split(",")]
-    args.variant = args.variant or [Variant.parse("eager")]
+    args.variant = args.variant or [Variant.parse("eager"), Variant.parse("default")]
     return args
 
 

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# WORKER_PREFILL_CHUNK_TOKENS: smaller pieces cost more in launches than they save in stalls.
+MIN_PREFILL_CHUNK_TOKENS = 16
 # WORKER_COMPILE: off (""), or one of torch.compile's modes.
 CompileMode = Literal["", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
@@ -123,13 +125,15 @@ class Settings(BaseSettings):
     ] = ""
     # Decoding steps at a few fixed shapes, each captured as a CUDA graph on its first use
     # and replayed after (worker/step_graphs.py); a failed capture falls back to eager.
-    # Off by default until measured on a GPU; ignored with WORKER_COMPILE.
-    worker_cuda_graphs: bool = False
+    # "auto": on where the model runs on a CUDA device (worker/device_defaults.py);
+    # ignored with WORKER_COMPILE.
+    worker_cuda_graphs: Literal["auto"] | bool = "auto"
     # Tokens per piece of a prompt with images or video, or of a text prompt longer than
     # this: it is prefilled a piece at a time (vision encoder, then language model), with a
     # decoding step of the running batch between pieces, so that running streams keep
-    # their pace while a video or a long document is read.
-    worker_prefill_chunk_tokens: int = Field(512, ge=16)
+    # their pace while a video or a long document is read. 0: by device (512 on a CPU,
+    # 2048 on a GPU, where a piece costs its kernel launches more than its tokens).
+    worker_prefill_chunk_tokens: int = Field(0, ge=0)
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.
     lease_grace_seconds: float = Field(5.0, ge=0)
@@ -149,6 +153,13 @@ class Settings(BaseSettings):
     def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("worker_prefill_chunk_tokens")
+    @classmethod
+    def _piece_of_some_tokens(cls, value: int) -> int:
+        if 0 < value < MIN_PREFILL_CHUNK_TOKENS:
+            raise ValueError(f"0 (by device) or at least {MIN_PREFILL_CHUNK_TOKENS}")
         return value
 
     @model_validator(mode="after")

@@ -21,7 +21,7 @@ from shared.redis_connection import sync_client
 from shared.redis_retry import retry_through_outage
 from shared.session_scripts import SyncScripts
 from shared.settings import Settings, get_settings
-from worker import metrics
+from worker import device_defaults, metrics
 from worker.engine import Engine
 from worker.jobs import WorkerRuntime, install
 from worker.media.loader import MediaLoader
@@ -85,8 +85,8 @@ def main() -> None:
         connection,
         settings.worker_max_batch,
         settings.redis_outage_tolerance_seconds,
-        settings.worker_prefill_chunk_tokens,
-        settings.worker_cuda_graphs,
+        device_defaults.prefill_chunk_tokens(settings.worker_prefill_chunk_tokens, loaded.device),
+        device_defaults.cuda_graphs(settings.worker_cuda_graphs, loaded.device, loaded.compiled),
     )
 
     def beat_slots() -> None:

@@ -161,6 +161,15 @@ class Engine:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         # Most text prompts prefilled in one forward pass (1: each on its own).
         self.max_prefill_rows = 16
+        log.info(
+            "decoding steps %s; prompts prefilled in pieces of %d tokens",
+            "replayed from CUDA graphs"
+            if self._graphs is not None and self._graphs.capturing
+            else "compiled"
+            if loaded.compiled
+            else "eager",
+            prefill_chunk_tokens,
+        )
 
     def start(self) -> None:
         self._thread.start()

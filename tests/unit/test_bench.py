@@ -3,6 +3,7 @@ slow-media verdicts."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
 import random
@@ -12,6 +13,7 @@ import pytest
 
 from bench.analysis import targets
 from bench.load import Stream, summarise
+from bench.real_size import Variant, parse_args
 from bench.report import table
 from bench.results import BaselineResult, BenchResults, LevelResult, ServerResult
 from bench.slow_media_report import PendingCheck, SlowMediaResult, render
@@ -221,3 +223,14 @@ def test_slow_media_report_gives_the_ratio_of_b_to_a() -> None:
     assert "NOT PENDING" in render(
         SlowMediaResult(settings, result.text_only, result.beside_media, _pending(streams_open=3))
     )
+
+
+def test_real_size_variants_name_eager_apart_from_the_workers_default() -> None:
+    # On a GPU the worker's default replays CUDA graphs: "eager" must turn them off.
+    assert Variant.parse("eager").settings == {"WORKER_CUDA_GRAPHS": "false"}
+    assert Variant.parse("default").settings == {}
+    both = Variant.parse("WORKER_CUDA_GRAPHS=true,WORKER_PREFILL_CHUNK_TOKENS=2048")
+    assert both.settings == {"WORKER_CUDA_GRAPHS": "true", "WORKER_PREFILL_CHUNK_TOKENS": "2048"}
+    assert [variant.name for variant in parse_args([]).variant] == ["eager", "default"]
+    with pytest.raises(argparse.ArgumentTypeError):
+        Variant.parse("MAX_BATCH=4")
