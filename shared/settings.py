@@ -126,7 +126,8 @@ class Settings(BaseSettings):
     # Decoding steps at a few fixed shapes, each captured as a CUDA graph on its first use
     # and replayed after (worker/step_graphs.py); a failed capture falls back to eager.
     # "auto": on where the model runs on a CUDA device (worker/device_defaults.py);
-    # ignored with WORKER_COMPILE.
+    # ignored with a WORKER_COMPILE mode that captures graphs of its own, and with another
+    # one they capture the compiled step.
     worker_cuda_graphs: Literal["auto"] | bool = "auto"
     # Tokens per piece of a prompt with images or video, or of a text prompt longer than
     # this: it is prefilled a piece at a time (vision encoder, then language model), with a

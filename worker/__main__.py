@@ -86,7 +86,7 @@ def main() -> None:
         settings.worker_max_batch,
         settings.redis_outage_tolerance_seconds,
         device_defaults.prefill_chunk_tokens(settings.worker_prefill_chunk_tokens, loaded.device),
-        device_defaults.cuda_graphs(settings.worker_cuda_graphs, loaded.device, loaded.compiled),
+        device_defaults.cuda_graphs(settings.worker_cuda_graphs, loaded.device, loaded.compiled_graphs),
     )
 
     def beat_slots() -> None:

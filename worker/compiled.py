@@ -16,6 +16,12 @@ columns again (worker.batch: a row's length moves on only once its step has comp
 Dynamic shapes (``dynamic=True``): the step's rows and columns change with the batch's
 bucket; without it each bucket would compile again (tens of seconds on a small CPU), while
 ``reduce-overhead`` only records a graph per bucket.
+
+``reduce-overhead`` cannot capture the step as a whole: the step writes the batch's
+key/value buffers in place, and inductor skips CUDA graphs for inputs it mutates (seen on
+an H200). A mode without graphs of its own (``default``, ``max-autotune-no-cudagraphs``)
+with WORKER_CUDA_GRAPHS has worker.step_graphs capture the compiled step instead: the
+compiled code runs once before each capture, so it compiles outside it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # The values WORKER_COMPILE takes besides "" (off): torch.compile's modes.
 MODES = tuple(mode for mode in get_args(CompileMode) if mode)
+# The modes that capture CUDA graphs of their own; under the others (fused kernels, no
+# graphs) the engine can capture the compiled step itself (WORKER_CUDA_GRAPHS).
+OWN_GRAPHS_MODES = ("reduce-overhead", "max-autotune")
 
 
 class CompiledForward:

@@ -17,11 +17,11 @@ CPU_PREFILL_CHUNK_TOKENS = 512
 GPU_PREFILL_CHUNK_TOKENS = 2048
 
 
-def cuda_graphs(setting: Literal["auto"] | bool, device: torch.device, compiled: bool) -> bool:
-    """WORKER_CUDA_GRAPHS: as set, else on where the model runs on a CUDA device, uncompiled
-    (WORKER_COMPILE's reduce-overhead mode has graphs of its own)."""
+def cuda_graphs(setting: Literal["auto"] | bool, device: torch.device, compiled_graphs: bool) -> bool:
+    """WORKER_CUDA_GRAPHS: as set, else on where the model runs on a CUDA device, unless
+    WORKER_COMPILE's mode captures graphs of its own (reduce-overhead, max-autotune)."""
     if setting == "auto":
-        return device.type == "cuda" and not compiled
+        return device.type == "cuda" and not compiled_graphs
     return setting
 
 

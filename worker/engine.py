@@ -149,8 +149,8 @@ class Engine:
         self._head = LogitsHead(loaded.model)
         # Decoding steps at fixed shapes, replayed from CUDA graphs (WORKER_CUDA_GRAPHS).
         self._graphs: StepGraphs | None = None
-        if cuda_graphs and loaded.compiled:
-            log.warning("WORKER_CUDA_GRAPHS is ignored with WORKER_COMPILE (reduce-overhead captures graphs)")
+        if cuda_graphs and loaded.compiled_graphs:
+            log.warning("WORKER_CUDA_GRAPHS is ignored: this WORKER_COMPILE mode captures graphs of its own")
         elif cuda_graphs:
             self._graphs = StepGraphs(self._step_forward, loaded.device)
             if not self._graphs.capturing:
@@ -161,13 +161,11 @@ class Engine:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         # Most text prompts prefilled in one forward pass (1: each on its own).
         self.max_prefill_rows = 16
+        captured = self._graphs is not None and self._graphs.capturing
         log.info(
-            "decoding steps %s; prompts prefilled in pieces of %d tokens",
-            "replayed from CUDA graphs"
-            if self._graphs is not None and self._graphs.capturing
-            else "compiled"
-            if loaded.compiled
-            else "eager",
+            "decoding steps %s%s; prompts prefilled in pieces of %d tokens",
+            "compiled, " if loaded.compiled else "",
+            "replayed from CUDA graphs" if captured else "run from Python",
             prefill_chunk_tokens,
         )
 
@@ -535,14 +533,16 @@ class Engine:
     def _step_forward(
         self, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        """The model's step over the batch's cache: every row's last hidden state."""
-        hidden, _ = self._head.hidden(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            past_key_values=self._batch.cache,
-            use_cache=True,
-        )
+        """The model's step over the batch's cache: every row's last hidden state (compiled,
+        where WORKER_COMPILE is set: a CUDA graph then replays the compiled step)."""
+        with compiled_steps(self._loaded.model):
+            hidden, _ = self._head.hidden(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=self._batch.cache,
+                use_cache=True,
+            )
         return hidden
 
     def _decode(self, sequences: list[Sequence]) -> torch.Tensor:

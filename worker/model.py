@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, GenerationConfig
 
 from shared.settings import Settings
-from worker.compiled import compile_language_model
+from worker.compiled import OWN_GRAPHS_MODES, compile_language_model
 from worker.grammar import Grammars
 from worker.kv_budget import KvBudget
 from worker.reasoning import THINK_END, THINK_START
@@ -44,6 +44,8 @@ class LoadedModel:
     # The language model runs compiled (WORKER_COMPILE): the engine then decodes under
     # no_grad, as torch.compile cannot trace inference-mode tensors it did not create.
     compiled: bool = False
+    # ... in a mode that captures CUDA graphs of its own (worker.compiled.OWN_GRAPHS_MODES).
+    compiled_graphs: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -133,4 +135,5 @@ def load_model(settings: Settings) -> LoadedModel:
         token_texts=TokenTexts(decoder),
         thinking_end=thinking_end(tokenizer, settings.thinking_budget_closing),
         compiled=bool(settings.worker_compile),
+        compiled_graphs=settings.worker_compile in OWN_GRAPHS_MODES,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,8 @@ def greedy_run(engine: Engine, sequence_for: SequenceFactory, lengths: tuple[int
     return [sequence.generated for sequence in sequences]
 
 
-def started(loaded: LoadedModel, connection: redis.Redis) -> Iterator[Engine]:
-    engine = Engine(loaded, connection, max_batch=8)
+def started(loaded: LoadedModel, connection: redis.Redis, cuda_graphs: bool = False) -> Iterator[Engine]:
+    engine = Engine(loaded, connection, max_batch=8, cuda_graphs=cuda_graphs)
     engine.start()
     yield engine
     engine.stop()
@@ -124,3 +125,33 @@ def test_only_decoding_steps_run_compiled_and_at_bucketed_shapes(
         assert not any(len(s) == 3 and s[1] > 1 and s[2] == hidden_size for s, _ in call)
     for text, n, tokens in zip(PROMPTS, (12, 9, 15), generated, strict=True):
         assert tokens == reference_tokens(loaded, job(text, n, temperature=0.0))[: len(tokens)] and tokens
+
+
+def test_with_cuda_graphs_the_steps_they_would_capture_run_compiled(
+    engine_settings: Settings, loaded: LoadedModel, connection: redis.Redis, sequence_for: SequenceFactory
+) -> None:
+    # A mode without graphs of its own (fused kernels only) with WORKER_CUDA_GRAPHS: the
+    # step worker.step_graphs runs (on a GPU, captures and replays) is the compiled one.
+    shapes = StepShapes()
+    stepping = load_model(engine_settings)
+    compile_language_model(stepping.model, "default", backend=shapes)
+    stepping.compiled = True
+    for engine in started(stepping, connection, cuda_graphs=True):
+        generated = greedy_run(engine, sequence_for, (12, 9, 15))
+        assert engine._graphs is not None and engine._graphs.captures >= 1
+    assert len(shapes.calls) >= 14  # the longest request's steps, at least
+    for call in shapes.calls:
+        (rows, _, _, columns) = next(s for s, dtype in call if dtype == torch.bool and len(s) == 4)
+        assert rows == bucket_rows(rows) and columns % COLUMN_BUCKET == 0
+    for text, n, tokens in zip(PROMPTS, (12, 9, 15), generated, strict=True):
+        assert tokens == reference_tokens(loaded, job(text, n, temperature=0.0))[: len(tokens)] and tokens
+
+
+def test_cuda_graphs_are_left_to_a_compile_mode_that_captures_its_own(
+    loaded: LoadedModel, connection: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    reduce_overhead = dataclasses.replace(loaded, compiled=True, compiled_graphs=True)
+    with caplog.at_level(logging.WARNING, logger="worker.engine"):
+        engine = Engine(reduce_overhead, connection, max_batch=8, cuda_graphs=True)
+    assert engine._graphs is None
+    assert "captures graphs of its own" in caplog.text

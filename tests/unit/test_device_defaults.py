@@ -17,15 +17,15 @@ from worker.device_defaults import (
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 
 
-def test_by_default_cuda_graphs_are_on_where_the_model_runs_on_a_gpu_uncompiled() -> None:
-    assert cuda_graphs("auto", GPU, compiled=False)
-    assert not cuda_graphs("auto", CPU, compiled=False)
-    assert not cuda_graphs("auto", GPU, compiled=True)  # reduce-overhead has graphs of its own
+def test_by_default_cuda_graphs_are_on_where_the_model_runs_on_a_gpu() -> None:
+    assert cuda_graphs("auto", GPU, compiled_graphs=False)
+    assert not cuda_graphs("auto", CPU, compiled_graphs=False)
+    assert not cuda_graphs("auto", GPU, compiled_graphs=True)  # reduce-overhead has its own
 
 
 def test_a_cuda_graphs_setting_wins() -> None:
-    assert not cuda_graphs(False, GPU, compiled=False)
-    assert cuda_graphs(True, CPU, compiled=False)  # fixed shapes, nothing captured
+    assert not cuda_graphs(False, GPU, compiled_graphs=False)
+    assert cuda_graphs(True, CPU, compiled_graphs=False)  # fixed shapes, nothing captured
 
 
 def test_prompts_are_read_in_bigger_pieces_on_a_gpu_unless_set() -> None:
