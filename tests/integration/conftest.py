@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,11 +21,18 @@ from worker.model import LoadedModel, load_model
 from worker.sequence import Outcome, Sequence
 from worker.session_writer import SessionWriter
 
+# Where the tiny model runs: a CPU, or (TEST_DEVICE_MAP=cuda) a GPU, where the engine's
+# tests then capture and replay CUDA graphs for real, against generate() on the same device.
+TEST_DEVICE_MAP = os.environ.get("TEST_DEVICE_MAP", "cpu")
+
 
 @pytest.fixture(scope="session")
 def engine_settings(redis_server: RedisServer, tiny_model: str) -> Settings:
     return Settings(
-        model_repo_id=tiny_model, device_map="cpu", torch_dtype="float32", redis_url=redis_server.url(14)
+        model_repo_id=tiny_model,
+        device_map=TEST_DEVICE_MAP,
+        torch_dtype="float32",
+        redis_url=redis_server.url(14),
     )
 
 

@@ -47,7 +47,9 @@ class LogitsRecordingEngine(Engine):
 
     @property
     def graphs(self) -> StepGraphs:
-        assert self._graphs is not None and not self._graphs.capturing  # a CPU: shapes, no capture
+        # On a CPU the shapes are set up without capture; on a GPU no capture may have failed.
+        assert self._graphs is not None
+        assert self._graphs.capturing == (self._loaded.device.type == "cuda")
         return self._graphs
 
 
