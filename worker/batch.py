@@ -196,6 +196,12 @@ class SlotBatch:
             rows = [(0, length)] * copies
         else:
             rows = [(row, int(mask[row].sum())) for row in range(mask.shape[0])]
+        columns = max(n for _, n in rows) + 1
+        if self.cache is not None and not self.rows and not self._holds(len(rows), columns):
+            # Buffers kept by an emptied batch, too small for the newcomer: new ones sized
+            # for it, rather than every kept slot grown to its length (a burst of rows
+            # followed by one long prompt would otherwise ask for slots x its length).
+            self.cache = None
         if self.cache is None:
             self.cache = DynamicCache()
             self.cache.layers = [SlotLayer(self, _tensors(layer)[0], 0, 0) for layer in new_layers]
@@ -207,7 +213,7 @@ class SlotBatch:
             if not layer.holds(_tensors(new_layer)[0]):
                 raise ValueError("a cache whose layers do not match the batch's cannot join it")
         slots = self._free_slots(len(rows))
-        self._reserve(max(slots) + 1, max(n for _, n in rows) + 1)
+        self._reserve(max(slots) + 1, columns)
         for layer, new_layer in zip(mine, new_layers, strict=True):
             keys, values = _tensors(new_layer)
             for slot, (row, n) in zip(slots, rows, strict=True):
@@ -219,6 +225,10 @@ class SlotBatch:
             else:
                 self._lengths[slot] = n
         return slots
+
+    def _holds(self, slots: int, columns: int) -> bool:
+        have_slots, _, have_columns = self.layers[0].shape
+        return slots <= have_slots and columns <= have_columns
 
     def _reserve(self, slots: int, columns: int) -> None:
         used_slots, used_columns = self.rows, self.columns

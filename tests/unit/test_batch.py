@@ -247,6 +247,23 @@ def test_an_emptied_batch_drops_its_buffers_unless_it_keeps_them_for_its_graphs(
     assert torch.equal(slot_keys(batch, 0)[:, :5], layer_keys(prefilled(5, 2))[0])
 
 
+def test_kept_buffers_too_small_for_a_newcomer_are_replaced_by_buffers_sized_for_it() -> None:
+    batch = SlotBatch(bucketed_shape, keep_buffers=True)
+    for seed in range(12):
+        batch.add(prefilled(3, seed), 3, CPU)
+    batch.free(list(range(12)))  # a burst ends together: its slots are kept
+    kept_slots = batch.layers[0].shape[0]
+    assert kept_slots >= 12
+    long = 2 * batch.layers[0].shape[2]  # longer than the kept columns
+    assert batch.add(prefilled(long, 99), long, CPU) == [0]
+    slots, _, columns = batch.layers[0].shape
+    # Sized for one row of that length, not the burst's slots each as long.
+    assert slots < kept_slots and columns > long
+    assert torch.equal(slot_keys(batch, 0), layer_keys(prefilled(long, 99))[0])
+    step(batch, 1.0)
+    assert batch.lengths() == [long + 1]
+
+
 @pytest.mark.parametrize(
     ("rows", "bucket"), [(1, 1), (2, 2), (3, 4), (5, 8), (8, 8), (9, 16), (17, 24), (64, 64), (65, 72)]
 )
