@@ -28,6 +28,7 @@ from bench.long_context import prompt_of
 from bench.results import BaselineResult, LevelResult
 from bench.roofline import Roofline
 from bench.stack import Placement, our_stack, ours_full_length_body
+from bench.step_parts import StepParts
 from bench.workload import Workload
 from tests.processes import LOG_DIR, ROOT
 
@@ -86,6 +87,8 @@ class RealSizeResult:
     settings: dict[str, Any]
     roofline: Roofline
     baseline: BaselineResult | None
+    # A decoding step's parts at each level's batch size, without a server (bench.step_parts).
+    step_parts: list[StepParts] = dataclasses.field(default_factory=list)
     variants: list[VariantResult] = dataclasses.field(default_factory=list)
 
 
@@ -100,6 +103,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--requests", type=int, default=16, help="requests per level, at least c (default 16)")
     add("--max-tokens", type=int, default=64, help="output tokens per request (default 64)")
     add("--baseline-runs", type=int, default=3, help="generate() runs, 0 to leave it out (default 3)")
+    add("--part-steps", type=int, default=30, help="steps timed per part, 0 to leave them out (default 30)")
     add("--ttft-prompt", type=int, default=1000, help="prompt tokens of the TTFT requests (default 1000)")
     add("--ttft-requests", type=int, default=8, help="TTFT requests, one at a time (default 8)")
     add(
@@ -128,6 +132,13 @@ def ensure_checkpoint(model_dir: Path, device: str, dtype: str) -> None:
 def measure_roofline(placement: Placement) -> Roofline:
     args = [f"--model={placement.model_dir}", f"--device={placement.device}", f"--dtype={placement.dtype}"]
     return Roofline(**run_child("bench.roofline", args, placement, "the roofline measurement"))
+
+
+def measure_step_parts(placement: Placement, levels: list[int], steps: int) -> list[StepParts]:
+    args = [f"--model={placement.model_dir}", f"--device={placement.device}", f"--dtype={placement.dtype}"]
+    args += [f"--rows={','.join(map(str, levels))}", f"--steps={steps}"]
+    raw = run_child("bench.step_parts", args, placement, "the step's parts")
+    return [StepParts(**part) for part in raw["parts"]]
 
 
 def measure_variant(placement: Placement, variant: Variant, args: argparse.Namespace) -> VariantResult:
@@ -162,6 +173,8 @@ def run_real_size(argv: list[str]) -> int:
         roofline=measure_roofline(placement),
         baseline=None,
     )
+    if args.part_steps:
+        result.step_parts = measure_step_parts(placement, args.levels, args.part_steps)
     if args.baseline_runs:
         greedy = Workload(max_tokens=args.max_tokens, temperature=0.0)
         result.baseline = run_baseline(placement, greedy, args.baseline_runs)
@@ -206,6 +219,8 @@ def render(result: RealSizeResult) -> str:
                 f"{per_stream:.1f} | {per_stream / roofline.steps_per_s:.2f} | {_ms(level.ttft_ms.p50)} | "
                 f"{_ms(level.itl_ms.p50)} | {_ms(level.itl_ms.p95)} |"
             )
+    if result.step_parts:
+        lines += ["", *_step_parts(result.step_parts, roofline)]
     notes = [
         f"- {variant.variant.name}, worker log: {what}: {count}"
         for variant in result.variants
@@ -237,4 +252,21 @@ def _targets(variant: VariantResult, roofline: Roofline, baseline: BaselineResul
     met = _met(ttft is not None and ttft <= TTFT_TARGET_MS)
     what = f"TTFT p50, {long.prompt_tokens} prompt tokens"
     rows.append(f"| {name} | {what} | {_ms(ttft)} ms | <= {TTFT_TARGET_MS:g} ms | {met} |")
+    return rows
+
+
+def _step_parts(parts: list[StepParts], roofline: Roofline) -> list[str]:
+    roofline_ms = 1000 / roofline.steps_per_s
+    rows = [
+        f"A decoding step's parts without a server, ms (medians; the roofline's step: {roofline_ms:.2f} ms)",
+        "",
+        "| rows | transformer step | lm_head | greedy pick, to host | whole step | of roofline |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for part in parts:
+        how = "graph replay" if part.captured else "eager, fixed shape"
+        rows.append(
+            f"| {part.rows} | {part.transformer_ms:.2f} ({how}) | {part.lm_head_ms:.2f} | "
+            f"{part.pick_ms:.2f} | {part.step_ms:.2f} | {roofline_ms / part.step_ms:.2f} |"
+        )
     return rows

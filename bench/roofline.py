@@ -63,12 +63,12 @@ def copy_bandwidth(device: torch.device, size: int = COPY_BYTES, runs: int = COP
     source = torch.ones(size, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
     target.copy_(source)
-    _synchronize(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(runs):
         began = time.perf_counter()
         target.copy_(source)
-        _synchronize(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - began)
     return 2 * size / best
 
@@ -83,7 +83,7 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or device.type
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

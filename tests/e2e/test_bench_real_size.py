@@ -30,6 +30,8 @@ def test_the_real_size_command_reports_every_system_and_target_with_the_workers_
     for level in (1, 2):
         assert f"| ours, WORKER_CUDA_GRAPHS=true | {level} |" in report
     assert "worker log: no CUDA device: fixed shapes without capture: 1" in report
+    # The step's parts, timed without a server, at each level's batch size.
+    assert "| 1 | " in report and "| 2 | " in report and "(eager, fixed shape)" in report
     for target in ("c1 / roofline", "c1 / generate()", "TTFT p50"):
         assert f"| WORKER_CUDA_GRAPHS=true | {target}" in report
     saved = json.loads(figures.read_text())
@@ -38,3 +40,6 @@ def test_the_real_size_command_reports_every_system_and_target_with_the_workers_
     assert [level["concurrency"] for level in variant["levels"]] == [1, 2]
     assert all(level["ok"] == level["requests"] and not level["failed"] for level in variant["levels"])
     assert variant["long_prompt"]["prompt_tokens"] >= 64
+    parts = saved["step_parts"]
+    assert [part["rows"] for part in parts] == [1, 2] and not any(part["captured"] for part in parts)
+    assert all(0 < part["transformer_ms"] < part["step_ms"] * 2 for part in parts)
