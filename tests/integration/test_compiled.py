@@ -102,17 +102,25 @@ def test_the_compiled_engine_decodes_as_generate_does(
         assert tokens == expected[: len(tokens)] and tokens
 
 
+@pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_only_decoding_steps_run_compiled_and_at_bucketed_shapes(
-    engine_settings: Settings, loaded: LoadedModel, connection: redis.Redis, sequence_for: SequenceFactory
+    engine_settings: Settings,
+    loaded: LoadedModel,
+    connection: redis.Redis,
+    sequence_for: SequenceFactory,
+    cuda_graphs: bool,
 ) -> None:
     # reduce-overhead records a CUDA graph for every new shape it meets: prompts of every
-    # length, or a step whose cache grew by a column, would each record another.
+    # length, or a step whose cache grew by a column, would each record another. With
+    # WORKER_CUDA_GRAPHS and a mode without graphs of its own, the step worker.step_graphs
+    # runs (on a GPU, captures and replays) must be the compiled one.
     shapes = StepShapes()
     stepping = load_model(engine_settings)
     compile_language_model(stepping.model, "default", backend=shapes)
     stepping.compiled = True
-    for engine in started(stepping, connection):
+    for engine in started(stepping, connection, cuda_graphs):
         generated = greedy_run(engine, sequence_for, (12, 9, 15))
+        assert (engine._graphs is not None) == cuda_graphs
     assert len(shapes.calls) >= 14  # the longest request's steps, at least
     hidden_size = stepping.model.config.text_config.hidden_size
     for call in shapes.calls:
@@ -123,26 +131,6 @@ def test_only_decoding_steps_run_compiled_and_at_bucketed_shapes(
         # One token per row: no prompt went through the compiled forward.
         assert ((rows, 1, hidden_size), torch.float32) in call
         assert not any(len(s) == 3 and s[1] > 1 and s[2] == hidden_size for s, _ in call)
-    for text, n, tokens in zip(PROMPTS, (12, 9, 15), generated, strict=True):
-        assert tokens == reference_tokens(loaded, job(text, n, temperature=0.0))[: len(tokens)] and tokens
-
-
-def test_with_cuda_graphs_the_steps_they_would_capture_run_compiled(
-    engine_settings: Settings, loaded: LoadedModel, connection: redis.Redis, sequence_for: SequenceFactory
-) -> None:
-    # A mode without graphs of its own (fused kernels only) with WORKER_CUDA_GRAPHS: the
-    # step worker.step_graphs runs (on a GPU, captures and replays) is the compiled one.
-    shapes = StepShapes()
-    stepping = load_model(engine_settings)
-    compile_language_model(stepping.model, "default", backend=shapes)
-    stepping.compiled = True
-    for engine in started(stepping, connection, cuda_graphs=True):
-        generated = greedy_run(engine, sequence_for, (12, 9, 15))
-        assert engine._graphs is not None and engine._graphs.captures >= 1
-    assert len(shapes.calls) >= 14  # the longest request's steps, at least
-    for call in shapes.calls:
-        (rows, _, _, columns) = next(s for s, dtype in call if dtype == torch.bool and len(s) == 4)
-        assert rows == bucket_rows(rows) and columns % COLUMN_BUCKET == 0
     for text, n, tokens in zip(PROMPTS, (12, 9, 15), generated, strict=True):
         assert tokens == reference_tokens(loaded, job(text, n, temperature=0.0))[: len(tokens)] and tokens
 
