@@ -17,9 +17,12 @@ need less than half of them (again with room), and are dropped when the batch em
 memory follows what the running rows hold. A batch at fixed shapes (``keep_buffers``)
 keeps them when it empties: its graphs hold their addresses, and dropping them would make
 every request that finds the worker idle capture its steps again (on a GPU a capture runs
-the step once eagerly and records it once: tens of milliseconds). A free slot below the highest one in use (a
-hole) still goes through the model, seeing only its own column 0, and its output is not
-used; joining rows fill the lowest holes first.
+the step once eagerly and records it once: tens of milliseconds). Kept buffers too small
+for the next request are replaced by ones sized for it, not grown slot by slot.
+
+A free slot below the highest one in use (a hole) still goes through the model, seeing
+only its own column 0, and its output is not used; joining rows fill the lowest holes
+first.
 
 A batch can run its steps at fixed shapes (``step_shape``): rows and columns rounded up to
 a few sizes, so that a step of each shape can be captured once as a CUDA graph and
