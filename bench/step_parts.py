@@ -83,17 +83,8 @@ def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
     batch = SlotBatch(bucketed_shape, keep_buffers=True)
     batch.add(cache, length, device, copies=rows)
 
-    def forward(input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        hidden, _ = head.hidden(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=position_ids,
-            past_key_values=batch.cache,
-            use_cache=True,
-        )
-        return hidden
-
-    graphs = StepGraphs(forward, device)
+    assert batch.cache is not None
+    graphs = StepGraphs(partial(head.step, batch.cache), device)
     token = int(ids[0, -1])
     times: dict[str, list[float]] = {"transformer": [], "lm_head": [], "pick": [], "step": []}
     for step in range(WARMUP_STEPS + 2 * steps):

@@ -535,15 +535,9 @@ class Engine:
     ) -> torch.Tensor:
         """The model's step over the batch's cache: every row's last hidden state (compiled,
         where WORKER_COMPILE is set: a CUDA graph then replays the compiled step)."""
+        assert self._batch.cache is not None, "a step needs rows"
         with compiled_steps(self._loaded.model):
-            hidden, _ = self._head.hidden(
-                input_ids=input_ids,
-                attention_mask=mask,
-                position_ids=position_ids,
-                past_key_values=self._batch.cache,
-                use_cache=True,
-            )
-        return hidden
+            return self._head.step(self._batch.cache, input_ids, position_ids, mask)
 
     def _decode(self, sequences: list[Sequence]) -> torch.Tensor:
         """One step for every sequence (each is its slot's row, holes decode a dummy token);
@@ -560,17 +554,10 @@ class Engine:
         position_tensor = torch.tensor(positions, device=device)
         if self._graphs is not None:
             hidden = self._graphs.run(self._batch, input_ids, position_tensor)
-            hidden = hidden.index_select(0, torch.tensor(slots, device=device))
         else:
-            with compiled_steps(self._loaded.model):
-                hidden, _ = self._head.hidden(
-                    rows=None if slots == list(range(rows)) else slots,
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    position_ids=position_tensor.view(1, -1, 1).expand(3, -1, -1),
-                    past_key_values=self._batch.cache,
-                    use_cache=True,
-                )
+            hidden = self._step_forward(input_ids, position_tensor.view(1, -1, 1).expand(3, -1, -1), mask)
+        if slots != list(range(rows)):  # holes, or rows added to reach a fixed shape
+            hidden = hidden.index_select(0, torch.tensor(slots, device=device))
         self._batch.advance()
         for sequence in sequences:
             sequence.next_position += 1

@@ -83,6 +83,19 @@ class LogitsHead:
             hidden = hidden.index_select(0, torch.tensor(rows, device=hidden.device))
         return hidden, outputs.past_key_values
 
+    def step(
+        self, cache: DynamicCache, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """A decoding step over a batch's cache: every row's last hidden state ([rows, hidden])."""
+        hidden, _ = self.hidden(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return hidden
+
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self._weight
         if weight is None:
