@@ -1,6 +1,8 @@
 """The RQ side of the gateway: enqueue jobs, cancel queued ones, find lost ones.
 
-RQ's API is synchronous, so its calls run in worker threads, off the event loop.
+RQ's API is synchronous, so its calls that talk to Redis run in worker threads, off the
+event loop. Enqueueing, on every request's path, does not: RQ writes its commands into a
+pipeline that is never sent, and the event loop sends them itself (``enqueue``).
 """
 
 from __future__ import annotations
@@ -8,19 +10,20 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from functools import partial
 from typing import Any
 
 from anyio import to_thread
 from redis.asyncio import Redis as AsyncRedis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared import keys
-from shared.queueing import enqueue_generation, generation_queues
+from shared.queueing import enqueue_generation, generation_queues, kind_of
 from shared.redis_connection import sync_client
+from shared.session_scripts import Capacity
 from shared.settings import Settings
 
 
@@ -31,29 +34,61 @@ class JobQueue:
         self._sync = sync_client(settings)
         self._queues = generation_queues(settings, self._sync)
 
-    async def store_inline_media(self, session_id: str, inline_media: list[str]) -> None:
-        """Keep the request's inline media in the session's own hash, outside the RQ job.
-
-        Keeping megabytes of base64 out of the RQ job means they cross Redis once each way:
-        RQ would otherwise compress them on enqueue, rewrite them when the job ends and keep
-        them for the result TTL, and every ``Job.fetch`` (a cancel) would read them back.
-        They stay until the session ends, for every attempt at it.
-        """
-        media_key = keys.session_media(session_id)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(media_key, mapping=dict(enumerate(inline_media)))
-        # Until a worker takes the job (which extends it): at most the life of an open session.
-        pipe.expire(media_key, self._settings.session_keep_seconds)
-        await pipe.execute()
+    def capacity_check(self) -> Capacity:
+        """What a new session's creation checks first (``shared.session_scripts.Create``)."""
+        return Capacity(
+            live_workers_key=keys.live_workers(),
+            queue_keys=tuple(queue.key for queue in self._queues.values()),
+            max_queue_depth=self._settings.max_queue_depth,
+            now=time.time(),
+        )
 
     async def enqueue(
-        self, session_id: str, payload: dict[str, Any], job_id: str, again: bool = False
+        self,
+        session_id: str,
+        payload: dict[str, Any],
+        job_id: str,
+        again: bool = False,
+        inline_media: list[str] | None = None,
     ) -> None:
-        """Queue one attempt at a session (a session queued again goes to the front)."""
-        enqueue = partial(
-            enqueue_generation, self._queues, self._settings, session_id, payload, job_id, again
-        )
-        await to_thread.run_sync(enqueue)
+        """Queue one attempt at a session (a session queued again goes to the front).
+
+        One round trip, one transaction, from the event loop: the inline media, then RQ's
+        own commands for the job, recorded by a pipeline of the synchronous client that is
+        never sent and replayed on the asyncio one. A thread for RQ's call would cost two
+        round trips and, under load, the thread's wait for the interpreter on each side.
+
+        Inline media are kept in the session's own hash, outside the RQ job, so that
+        megabytes of base64 cross Redis once each way: RQ would otherwise compress them on
+        enqueue, rewrite them when the job ends and keep them for the result TTL, and every
+        ``Job.fetch`` (a cancel) would read them back. They stay until the session ends,
+        for every attempt at it.
+        """
+        kind = kind_of(payload)
+        await self._know_server_version(self._queues[kind])
+        recorder = self._sync.pipeline(transaction=True)
+        try:
+            enqueue_generation(
+                self._queues, self._settings, session_id, payload, job_id, again, pipeline=recorder
+            )
+            pipe = self._redis.pipeline(transaction=True)
+            if inline_media:
+                media_key = keys.session_media(session_id)
+                pipe.hset(media_key, mapping=dict(enumerate(inline_media)))
+                # Until a worker takes the job (which extends it): at most an open session's life.
+                pipe.expire(media_key, self._settings.session_keep_seconds)
+            for args, options in recorder.command_stack:
+                pipe.execute_command(*args, **options)
+            await pipe.execute()
+        finally:
+            recorder.reset()
+
+    @staticmethod
+    async def _know_server_version(queue: Queue) -> None:
+        # The one thing RQ asks Redis itself while it enqueues into a pipeline (once per
+        # queue object): asked in a thread, so that the event loop never blocks on it.
+        if not queue.redis_server_version:
+            await to_thread.run_sync(queue.get_redis_server_version)
 
     async def job_states(self, job_ids: list[str]) -> list[str | None]:
         """RQ's status of each job (None for a job RQ no longer has), in one round trip."""

@@ -35,6 +35,7 @@ from shared import keys
 from shared.events import dumps, format_event_id, parse_event_id
 from shared.jobs import GenerationJob
 from shared.redis_retry import OUTAGE_ERRORS
+from shared.session_scripts import Created
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +85,6 @@ async def find_session(services: Services, session_id: str, owner: str) -> Sessi
     return owned(await services.store.get(keys.owned_session(owner, session_id)), session_id, owner)
 
 
-async def _ensure_capacity(services: Services) -> None:
-    live_workers, depth = await services.queue.capacity()
-    if live_workers == 0:
-        raise NoWorker(
-            "No worker with the model loaded is available; try again shortly.", headers={"Retry-After": "5"}
-        )
-    if depth >= services.settings.max_queue_depth:
-        raise QueueFull("The queue is full; try again shortly.", headers={"Retry-After": "1"})
-
-
 async def open_session(
     services: Services,
     request: ChatCompletionRequest,
@@ -141,15 +132,22 @@ async def open_session(
         **(job_fields or {}),
     )
     payload = job.model_dump(mode="json")
-    await _ensure_capacity(services)
-    if not await services.store.create(stored_id, job_id, owner, job.model, job.created, dumps(payload)):
+    # One round trip checks for a live worker and room in the queues, and creates the session.
+    created = await services.store.create(
+        stored_id, job_id, owner, job.model, job.created, dumps(payload), services.queue.capacity_check()
+    )
+    if created is Created.NO_WORKER:
+        raise NoWorker(
+            "No worker with the model loaded is available; try again shortly.", headers={"Retry-After": "5"}
+        )
+    if created is Created.QUEUE_FULL:
+        raise QueueFull("The queue is full; try again shortly.", headers={"Retry-After": "1"})
+    if created is Created.EXISTS:
         # A concurrent request with the same session id won: follow its generation.
         await find_session(services, session_id, owner)
         return OpenedSession(session_id, stored_id, after)
     try:
-        if inline_media:
-            await services.queue.store_inline_media(stored_id, inline_media)
-        await services.queue.enqueue(stored_id, payload, job_id)
+        await services.queue.enqueue(stored_id, payload, job_id, inline_media=inline_media)
     except OUTAGE_ERRORS as error:
         # Not lost: a session whose job never reached the queue is queued again by the
         # reaper from its stored payload once Redis answers; the client just waits.
@@ -193,7 +191,7 @@ async def await_verdict(
     comments while it waits; a later refusal then arrives as an error event. An accepted
     request's follower is handed on to its stream (``sse_events``).
     """
-    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS)
+    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS, fresh=True)
     try:
         with anyio.move_on_after(wait_seconds):
             async for batch in batches:
@@ -258,11 +256,16 @@ async def _note_end(services: Services, stored_id: str, meter: StreamMeter) -> N
             meter.finished(info.finish_reason, info.usage)
 
 
-async def collect(services: Services, stored_id: str, http_request: Request) -> dict[str, Any] | None:
-    """The whole completion, or None if the client left before it was done."""
+async def collect(
+    services: Services, stored_id: str, http_request: Request, fresh: bool = False
+) -> dict[str, Any] | None:
+    """The whole completion, or None if the client left before it was done.
+
+    ``fresh``: this request created the session (``follow``)."""
     builder = CompletionBuilder()
     meter = StreamMeter(current_record(), new=True)
-    async for batch in follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS):
+    batches = follow(services.redis, services.store, stored_id, -1, ATTACH_HOLD_SECONDS, fresh)
+    async for batch in batches:
         if not batch and await http_request.is_disconnected():
             return None
         meter.passed([event.index for event in batch], bool(batch) and batch[-1].end)

@@ -15,6 +15,7 @@ from shared.responses import ResponseSpec, cancelled_response_events
 from shared.session_scripts import (
     AsyncScripts,
     Cancel,
+    Capacity,
     Create,
     Created,
     Requeue,
@@ -64,13 +65,20 @@ class SessionStore:
         self._scripts = AsyncScripts(redis)
 
     async def create(
-        self, session_id: str, job_id: str, owner: str, model: str, created: int, job_payload: str
-    ) -> bool:
-        """Create a queued session; false if another request created it.
+        self,
+        session_id: str,
+        job_id: str,
+        owner: str,
+        model: str,
+        created: int,
+        job_payload: str,
+        capacity: Capacity | None = None,
+    ) -> Created:
+        """Create a queued session, unless it exists or ``capacity`` is short.
 
         The job's payload is kept with the session, so that the session can be queued again
         (its worker died, its job was lost) exactly as it was asked. A retried call whose
-        first reply was lost counts as created: it was this request's.
+        first reply was lost answers RETRIED: it was this request's.
         """
         call = Create(
             session_id,
@@ -80,8 +88,9 @@ class SessionStore:
             model=model,
             keep_seconds=self._settings.session_keep_seconds,
             job_payload=job_payload,
+            capacity=capacity,
         )
-        return await self._scripts.run(call) is not Created.EXISTS
+        return await self._scripts.run(call)
 
     async def get(self, session_id: str) -> SessionInfo | None:
         pipe = self._redis.pipeline(transaction=False)

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -50,8 +51,13 @@ def enqueue_generation(
     payload: dict[str, Any],
     job_id: str,
     again: bool,
+    pipeline: Pipeline | None = None,
 ) -> None:
-    """Queue one attempt at a session; a session queued again goes to the front."""
+    """Queue one attempt at a session; a session queued again goes to the front.
+
+    With a ``pipeline``, RQ only adds its commands to it (in a transaction), for the
+    caller to send.
+    """
     ttl = settings.sessions_ttl_seconds
     queues[kind_of(payload)].enqueue(
         JOB_FUNCTION,
@@ -62,4 +68,5 @@ def enqueue_generation(
         failure_ttl=ttl,
         description=f"chat completion for session {session_id}",
         at_front=again,
+        pipeline=pipeline,
     )

@@ -69,6 +69,16 @@ if request then
   if request == ARGV[3] then return 2 end
   return 0
 end
+-- The capacity check, when asked for: KEYS[9] the live workers (scored by expiry),
+-- KEYS[10..] the queues; ARGV[8] the time now, ARGV[9] the most jobs the queues may hold.
+if #KEYS > 8 then
+  if redis.call('ZCOUNT', KEYS[9], '(' .. ARGV[8], '+inf') == 0 then return 3 end
+  local depth = 0
+  for i = 10, #KEYS do
+    depth = depth + redis.call('LLEN', KEYS[i])
+  end
+  if depth >= tonumber(ARGV[9]) then return 4 end
+end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'created', ARGV[2], 'last_attached', ARGV[2],
   'job_id', ARGV[3], 'request_id', ARGV[3], 'owner', ARGV[4], 'model', ARGV[5], 'job', ARGV[7],
   'attempts', 0)
@@ -279,6 +289,18 @@ class Created(StrEnum):
     CREATED = "created"
     RETRIED = "retried"  # this very request created it already (its first reply was lost)
     EXISTS = "exists"
+    NO_WORKER = "no_worker"  # not created: no worker announces itself
+    QUEUE_FULL = "queue_full"  # not created: the queues hold their most jobs
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a new session's creation checks first: a live worker, and room in the queues."""
+
+    live_workers_key: str
+    queue_keys: tuple[str, ...]
+    max_queue_depth: int
+    now: float
 
 
 @dataclass(frozen=True)
@@ -297,9 +319,18 @@ class Create(SessionCall[Created]):
     model: str
     keep_seconds: int
     job_payload: str
+    # Checked in the same call, after an existing session (which is attached to whatever
+    # the capacity) and before the new one is written; None creates it regardless.
+    capacity: Capacity | None = None
+
+    def keys(self) -> list[str]:
+        session = super().keys()
+        if self.capacity is None:
+            return session
+        return [*session, self.capacity.live_workers_key, *self.capacity.queue_keys]
 
     def args(self) -> list[ScriptArg]:
-        return [
+        args: list[ScriptArg] = [
             self.session_id,
             self.now,
             self.request_id,
@@ -308,9 +339,13 @@ class Create(SessionCall[Created]):
             self.keep_seconds,
             self.job_payload,
         ]
+        if self.capacity is not None:
+            args += [self.capacity.now, self.capacity.max_queue_depth]
+        return args
 
     def parse(self, reply: Any) -> Created:
-        return {1: Created.CREATED, 2: Created.RETRIED}.get(int(reply), Created.EXISTS)
+        outcomes = {1: Created.CREATED, 2: Created.RETRIED, 3: Created.NO_WORKER, 4: Created.QUEUE_FULL}
+        return outcomes.get(int(reply), Created.EXISTS)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ async def chat_completions(
                 headers=headers,
                 ping=services.settings.sse_ping_seconds,
             )
-        completion = await collect(services, session.stored_id, http_request)
+        completion = await collect(services, session.stored_id, http_request, session.created)
     if completion is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     return JSONResponse(completion, headers=headers)

@@ -100,7 +100,9 @@ async def _await_end(
     error, as chat completions are.
     """
     meter = StreamMeter(current_record(), new=True)
-    batches = follow(services.redis, services.store, session.stored_id, -1, ATTACH_HOLD_SECONDS)
+    batches = follow(
+        services.redis, services.store, session.stored_id, -1, ATTACH_HOLD_SECONDS, session.created
+    )
     async with contextlib.aclosing(batches):
         async for batch in batches:
             if not batch and await http_request.is_disconnected():

@@ -17,6 +17,7 @@ from shared.session_scripts import (
     AppendMany,
     AppendReply,
     Cancel,
+    Capacity,
     Create,
     Created,
     Fail,
@@ -122,6 +123,41 @@ def test_create_is_once_only_and_a_retry_recognises_itself(db: redis.Redis, scri
     assert db.hget(keys.session_meta("s"), "status") == "queued"
     assert db.sismember(keys.active_sessions(), "s")
     assert 0 < db.ttl(keys.session_meta("s")) <= 60
+
+
+def create_checked(scripts: SyncScripts, sid: str = "s", job_id: str = "job", max_depth: int = 2) -> Created:
+    capacity = Capacity(keys.live_workers(), ("q:text", "q:media"), max_depth, now=1000.5)
+    call = Create(
+        sid,
+        now=100,
+        request_id=job_id,
+        owner="",
+        model="m",
+        keep_seconds=60,
+        job_payload="{}",
+        capacity=capacity,
+    )
+    return scripts.run(call)
+
+
+def test_create_checks_capacity_first_but_an_existing_session_is_attached_whatever_it(
+    db: redis.Redis, scripts: SyncScripts
+) -> None:
+    db.zadd(keys.live_workers(), {"gone": 1000.0})  # its presence expired before now
+    assert create_checked(scripts) is Created.NO_WORKER
+    assert not db.exists(keys.session_meta("s"))
+    db.zadd(keys.live_workers(), {"w1": 1005.0})
+    db.rpush("q:text", "a")
+    db.rpush("q:media", "b")  # the queues together hold their most
+    assert create_checked(scripts) is Created.QUEUE_FULL
+    assert not db.exists(keys.session_meta("s"))
+    assert not db.sismember(keys.active_sessions(), "s")
+    db.lpop("q:media")
+    assert create_checked(scripts) is Created.CREATED
+    db.rpush("q:media", "b")
+    db.zrem(keys.live_workers(), "w1")
+    assert create_checked(scripts) is Created.RETRIED
+    assert create_checked(scripts, job_id="other") is Created.EXISTS
 
 
 def test_run_and_finish(db: redis.Redis, scripts: SyncScripts) -> None:

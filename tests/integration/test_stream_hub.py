@@ -128,6 +128,46 @@ def test_followers_joining_late_or_resuming_get_history_then_live(
     asyncio.run(scenario())
 
 
+def test_a_new_sessions_follower_reads_no_history_yet_misses_nothing_written_before_it(
+    redis_url: str, writer: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fresh``: the request that created the session subscribes at once; the worker may
+    have written its first events (or all of them) by then."""
+    replays: list[str] = []
+
+    async def scenario() -> tuple[list[Event], list[Event]]:
+        open_session(writer, "fresh")
+        append(writer, "fresh", 0, 3)
+        open_session(writer, "fresh-done")
+        append(writer, "fresh-done", 0, 2, end=True)
+        async with running_hub(redis_url) as (hub, store):
+            replay = hub.replay
+
+            async def counted(key: str, after: int, until: int | None = None) -> list[Event]:
+                replays.append(key)
+                return await replay(key, after, until)
+
+            monkeypatch.setattr(hub, "replay", counted)
+            batches = follow(hub.redis, store, "fresh", -1, HOLD_SECONDS, fresh=True)
+            first = asyncio.create_task(anext(batches))
+            await wait_for(lambda: hub.subscriptions == 1, "the follower to subscribe")
+            events = list(await asyncio.wait_for(first, 10))
+            append(writer, "fresh", 3, 2, end=True)
+            async for batch in batches:
+                events.extend(batch)
+            done = [
+                e
+                async for batch in follow(hub.redis, store, "fresh-done", -1, HOLD_SECONDS, True)
+                for e in batch
+            ]
+        return events, done
+
+    events, done = asyncio.run(scenario())
+    assert_exactly(events, "fresh", 0, 4)
+    assert_exactly(done, "fresh-done", 0, 1)
+    assert replays == []
+
+
 def test_a_follower_too_slow_for_its_buffer_reads_what_it_missed_from_redis(
     redis_url: str, writer: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
