@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -18,7 +17,6 @@ from shared.queueing import QueueKind, enqueue_generation, generation_queues
 from shared.redis_connection import async_client
 from shared.settings import Settings
 from tests.integration.conftest import make_job
-from tests.processes import RedisServer
 
 TEXT_PAYLOAD = make_job("Hi").model_dump(mode="json")
 MEDIA_PAYLOAD = GenerationJob.model_validate(
@@ -34,22 +32,13 @@ MEDIA_PAYLOAD = GenerationJob.model_validate(
         ],
     }
 ).model_dump(mode="json")
-# What RQ stamps with the time, or sets from the job's own id: not expected to match.
+# What RQ stamps with the time of the call: not expected to match.
 PER_JOB_FIELDS = {"created_at", "enqueued_at", "last_heartbeat"}
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer) -> Settings:
-    return Settings(redis_url=redis_server.url(13), sessions_ttl_seconds=600, job_timeout_seconds=321)
-
-
-@pytest.fixture
-def db(settings: Settings) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(settings.redis_url)
-    connection.flushdb()
-    yield connection
-    connection.flushdb()
-    connection.close()
+def settings(engine_settings: Settings) -> Settings:
+    return engine_settings.model_copy(update={"sessions_ttl_seconds": 600, "job_timeout_seconds": 321})
 
 
 def gateway_enqueue(settings: Settings, *calls: tuple[str, dict[str, Any], bool, list[str] | None]) -> None:
@@ -72,14 +61,14 @@ def job_hash(db: redis.Redis, job_id: str) -> dict[str, bytes]:
 
 
 def test_a_job_queued_by_the_gateway_is_the_job_rq_itself_would_queue(
-    db: redis.Redis, settings: Settings
+    connection: redis.Redis, settings: Settings
 ) -> None:
-    queues = generation_queues(settings, db)
+    queues = generation_queues(settings, connection)
     enqueue_generation(queues, settings, "s", TEXT_PAYLOAD, "by-rq", again=False)
     gateway_enqueue(settings, ("by-gateway", TEXT_PAYLOAD, False, None))
 
-    assert job_hash(db, "by-gateway") == job_hash(db, "by-rq")
-    job = Job.fetch("by-gateway", connection=db, serializer=JSONSerializer)
+    assert job_hash(connection, "by-gateway") == job_hash(connection, "by-rq")
+    job = Job.fetch("by-gateway", connection=connection, serializer=JSONSerializer)
     assert (job.func_name, list(job.args), job.timeout, job.get_status()) == (
         JOB_FUNCTION,
         [TEXT_PAYLOAD],
@@ -88,11 +77,11 @@ def test_a_job_queued_by_the_gateway_is_the_job_rq_itself_would_queue(
     )
     text = queues[QueueKind.TEXT]
     assert text.job_ids == ["by-rq", "by-gateway"]
-    assert db.sismember(text.redis_queues_keys, text.key)
+    assert connection.sismember(text.redis_queues_keys, text.key)
 
 
 def test_a_session_queued_again_goes_first_and_media_go_to_their_own_queue_with_their_data(
-    db: redis.Redis, settings: Settings
+    connection: redis.Redis, settings: Settings
 ) -> None:
     gateway_enqueue(
         settings,
@@ -100,9 +89,9 @@ def test_a_session_queued_again_goes_first_and_media_go_to_their_own_queue_with_
         ("again", TEXT_PAYLOAD, True, None),
         ("media", MEDIA_PAYLOAD, False, ["aGVsbG8=", "d29ybGQ="]),
     )
-    queues = generation_queues(settings, db)
+    queues = generation_queues(settings, connection)
     assert queues[QueueKind.TEXT].job_ids == ["again", "first"]
     assert queues[QueueKind.MEDIA].job_ids == ["media"]
     media_key = keys.session_media("s")
-    assert db.hgetall(media_key) == {b"0": b"aGVsbG8=", b"1": b"d29ybGQ="}
-    assert 0 < db.ttl(media_key) <= settings.session_keep_seconds
+    assert connection.hgetall(media_key) == {b"0": b"aGVsbG8=", b"1": b"d29ybGQ="}
+    assert 0 < connection.ttl(media_key) <= settings.session_keep_seconds
