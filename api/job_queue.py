@@ -16,12 +16,11 @@ from anyio import to_thread
 from redis.asyncio import Redis as AsyncRedis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
-from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from shared import keys
-from shared.queueing import enqueue_generation, generation_queues, kind_of
+from shared.queueing import enqueue_generation, generation_queues
 from shared.redis_connection import sync_client
 from shared.session_scripts import Capacity
 from shared.settings import Settings
@@ -64,8 +63,7 @@ class JobQueue:
         ``Job.fetch`` (a cancel) would read them back. They stay until the session ends,
         for every attempt at it.
         """
-        kind = kind_of(payload)
-        await self._know_server_version(self._queues[kind])
+        await self._know_server_version()
         recorder = self._sync.pipeline(transaction=True)
         try:
             enqueue_generation(
@@ -83,12 +81,12 @@ class JobQueue:
         finally:
             recorder.reset()
 
-    @staticmethod
-    async def _know_server_version(queue: Queue) -> None:
+    async def _know_server_version(self) -> None:
         # The one thing RQ asks Redis itself while it enqueues into a pipeline (once per
         # queue object): asked in a thread, so that the event loop never blocks on it.
-        if not queue.redis_server_version:
-            await to_thread.run_sync(queue.get_redis_server_version)
+        for queue in self._queues.values():
+            if not queue.redis_server_version:
+                await to_thread.run_sync(queue.get_redis_server_version)
 
     async def job_states(self, job_ids: list[str]) -> list[str | None]:
         """RQ's status of each job (None for a job RQ no longer has), in one round trip."""
