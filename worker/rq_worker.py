@@ -37,6 +37,20 @@ class GpuWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job) -> int:
         return max(1, math.ceil(self.lease_seconds))
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat (the worker hash's last_heartbeat and its TTL) in one round trip.
+
+        Called without a pipeline, RQ sends its two commands one after the other, and it
+        beats three times per job (before and after taking one, and after running it): six
+        round trips of the job's thread, each a turn at the GIL the engine then waits for.
+        """
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        with self.connection.pipeline(transaction=False) as batch:
+            super().heartbeat(timeout, pipeline=batch)
+            batch.execute()
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         self._running_job = job
         try:
