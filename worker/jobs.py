@@ -33,7 +33,7 @@ from shared.responses import ResponseEvents
 from shared.session_scripts import Requeue, Requeued, RequeueMode, Started, SyncScripts
 from shared.settings import Settings
 from worker import metrics
-from worker.engine import HANDOVER, Engine
+from worker.engine import HANDOVER, Engine, prefilled_in_pieces
 from worker.errors import GenerationFailed, InvalidRequest
 from worker.generation import build_sequences, continue_after
 from worker.media.errors import MediaCancelled
@@ -177,7 +177,10 @@ def _attempt(
             writer.fail("The session could not be continued after its worker stopped.", code="resume_failed")
             return {"status": "failed"}
         writer.mark_written()
-    else:
+    elif prefilled_in_pieces(group, runtime.engine.prefill_chunk_tokens):
+        # Its first token may be seconds away (a video is read): the client's response
+        # starts now. Any other prompt's role goes with its first token, in the step's
+        # write (or the engine's check of waiting sequences, if it waits for room).
         writer.flush()
     running = [sequence for sequence in group if not sequence.finished]
     if running and not runtime.engine.run_group(running):
