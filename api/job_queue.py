@@ -176,8 +176,8 @@ class JobQueue:
         return statuses
 
     async def capacity(self) -> tuple[int, int]:
-        """The live workers and the queued jobs, in one round trip (checked for every request,
-        and read by /metrics)."""
+        """The live workers and the queued jobs, in one round trip, for /metrics. (A new
+        request is checked inside its session's creation: ``capacity_check``.)"""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcount(keys.live_workers(), f"({time.time()}", "+inf")
         self._queue_lengths(pipe)
