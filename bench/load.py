@@ -10,6 +10,7 @@ it reports them, else the number of those chunks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from bench.cpu_use import CoreWatch
 from bench.results import LevelResult, ServerResult
 from bench.sse import http_client, sse_data
 from bench.stats import Percentiles
@@ -212,10 +214,17 @@ async def count_prefix_chunks(client: httpx.AsyncClient, target: Target, workloa
 
 
 async def measure_server(
-    target: Target, workload: Workload, levels: list[int], requests: int
+    target: Target,
+    workload: Workload,
+    levels: list[int],
+    requests: int,
+    processes: dict[str, int] | None = None,
 ) -> ServerResult:
     """Warm up (one request at a time, then a burst), find the prefix chunks, then run every
-    level (at least c requests each)."""
+    level (at least c requests each).
+
+    ``processes`` (name: pid) are the server's processes whose use of the cores each level
+    records, beside this client's own (bench.cpu_use)."""
     async with http_client(max(levels) + 8, READ_TIMEOUT_SECONDS) as client:
         for _ in range(WARMUP_REQUESTS):
             warmup = await stream_once(client, target, workload, workload.max_tokens)
@@ -232,10 +241,15 @@ async def measure_server(
                 f"sends {result.prefix_chunks} text chunk(s) before its first generated token; "
                 "left out of TTFT and ITL"
             )
+        watch = CoreWatch(processes) if processes else None
         for concurrency in levels:
+            if watch is not None:
+                watch.start()
             level = await run_level(
                 client, target, workload, concurrency, max(requests, concurrency), result.prefix_chunks
             )
+            if watch is not None:
+                level = dataclasses.replace(level, cores=watch.stop())
             log.info(
                 "%s c=%d: %d ok, %d failed, %.1f tok/s, TTFT p50 %s ms",
                 target.name,

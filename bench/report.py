@@ -47,7 +47,7 @@ def _latency(p: Percentiles) -> list[Cell]:
 
 
 def render(results: BenchResults) -> str:
-    sections = [_settings(results), _baseline(results), _load(results), _ratios(results)]
+    sections = [_settings(results), _baseline(results), _load(results), _cores(results), _ratios(results)]
     sections += [_replay(results), _live(results), _targets(results)]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -99,6 +99,34 @@ def _load(results: BenchResults) -> str:
     ]
     title = f"Streaming load (up to {requests} requests per level, at least c)"
     return "\n".join([title, table(headers, rows), *notes, *errors])
+
+
+def _cores(results: BenchResults) -> str:
+    """Each process's share of the cores per level, and its threads' time waiting for one."""
+    rows: list[list[Cell]] = []
+    for concurrency in sorted({level.concurrency for server in results.servers for level in server.levels}):
+        for server in results.servers:
+            level = server.level(concurrency)
+            for name, use in (level.cores if level is not None else {}).items():
+                rows.append(
+                    [
+                        concurrency,
+                        server.name,
+                        name,
+                        use.cpu_pct,
+                        use.wait_pct,
+                        use.busiest_cpu_pct,
+                        use.busiest_wait_pct,
+                    ]
+                )
+    if not rows:
+        return ""
+    title = (
+        "Cores during each level, % of one core (wait: threads ready to run with no core free; "
+        "busiest: the process's busiest thread)"
+    )
+    headers = ["c", "server", "process", "CPU", "wait", "busiest CPU", "busiest wait"]
+    return "\n".join([title, table(headers, rows)])
 
 
 def _level_cells(level: LevelResult) -> list[Cell]:

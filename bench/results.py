@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.cpu_use import CpuUse
 from bench.stats import Percentiles
 
 
@@ -23,6 +24,8 @@ class LevelResult:
     tokens_per_s: float
     prompt_tokens: int | None
     first_error: str | None
+    # The cores during the level, by process (bench.cpu_use); empty where not watched.
+    cores: dict[str, CpuUse] = field(default_factory=dict)
 
 
 @dataclass

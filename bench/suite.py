@@ -84,7 +84,14 @@ def _run_ours(plan: Plan, results: BenchResults) -> None:
     settings = {"WORKER_COMPILE": plan.worker_compile} if plan.worker_compile else {}
     with our_stack(plan.placement, max_batch=max(plan.levels, default=1), **settings) as stack:
         if plan.runs("ours"):
-            server = asyncio.run(measure_server(stack.target(), plan.workload, plan.levels, plan.requests))
+            processes = {
+                "worker": stack.worker.popen.pid,
+                "gateway": stack.gateway.popen.pid,
+                "redis": stack.redis.popen.pid,
+            }
+            server = asyncio.run(
+                measure_server(stack.target(), plan.workload, plan.levels, plan.requests, processes)
+            )
             results.servers.append(server)
         if plan.runs("relay"):
             stack.stop_worker()
@@ -106,7 +113,10 @@ def _run_relay(relay: RelayPlan, stack: OurStack, results: BenchResults) -> None
 def _run_peer(plan: Plan, continuous_batching: bool) -> ServerResult:
     log.info("starting %s", peer_name(continuous_batching))
     with _started(TransformersServe(plan.placement, continuous_batching)) as peer:
-        server = asyncio.run(measure_server(peer.target(), plan.workload, plan.levels, plan.requests))
+        processes = {"server": peer.popen.pid}
+        server = asyncio.run(
+            measure_server(peer.target(), plan.workload, plan.levels, plan.requests, processes)
+        )
         server.notes.extend(peer.notes())
     return server
 
@@ -117,7 +127,11 @@ def _run_vllm(plan: Plan, results: BenchResults) -> None:
         return
     log.info("starting vLLM-CPU")
     with _started(VllmServe(plan.placement)) as peer:
-        server = asyncio.run(measure_server(peer.target(), plan.workload, plan.levels, plan.requests))
+        # Its API server and, below it, the engine core's process.
+        processes = {"server": peer.popen.pid}
+        server = asyncio.run(
+            measure_server(peer.target(), plan.workload, plan.levels, plan.requests, processes)
+        )
     results.servers.append(server)
 
 
