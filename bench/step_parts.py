@@ -71,7 +71,7 @@ def _timed(device: torch.device, part: Callable[[], T]) -> tuple[float, T]:
 
 def _pick(logits: torch.Tensor) -> list[int]:
     """The engine's greedy pick: its blocked argmax (a plain ``argmax`` is several times
-    slower on a CPU, and would make the pick look like a third of a step)."""
+    slower on a CPU, and made the pick look like a quarter to a third of a step)."""
     picked: list[int] = best_tokens(logits).tolist()
     return picked
 
