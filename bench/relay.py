@@ -10,16 +10,15 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from redis.asyncio import Redis
 
+from bench.cpu_use import process_cpu_s
 from bench.results import LiveRelayResult, ReplayResult
 from bench.sessions import LiveSessions, open_idle_sessions, write_finished_session
 from bench.sse import http_client, sse_data
@@ -306,7 +305,6 @@ class CpuClock:
 def _process_cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time of a process (Linux /proc), None where unavailable."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return process_cpu_s(pid)
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
