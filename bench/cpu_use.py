@@ -53,18 +53,22 @@ def _stat_fields(path: Path) -> list[str]:
     return path.read_text().rsplit(")", 1)[1].split()
 
 
+def _cpu_s(stat: Path) -> float:
+    """User + system seconds from a process's or a thread's ``stat``."""
+    fields = _stat_fields(stat)
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system seconds of the process, its ended threads included."""
-    fields = _stat_fields(PROC / str(pid) / "stat")
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return _cpu_s(PROC / str(pid) / "stat")
 
 
 def thread_times(pid: int) -> dict[int, ThreadTimes]:
     threads: dict[int, ThreadTimes] = {}
     for task in (PROC / str(pid) / "task").iterdir():
         try:
-            fields = _stat_fields(task / "stat")
-            cpu = (int(fields[11]) + int(fields[12])) / _TICKS
+            cpu = _cpu_s(task / "stat")
             wait: float | None = None
             schedstat = task / "schedstat"
             if schedstat.exists():
