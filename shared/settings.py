@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # their pace while a video or a long document is read. 0: by device (512 on a CPU,
     # 2048 on a GPU, where a piece costs its kernel launches more than its tokens).
     worker_prefill_chunk_tokens: int = Field(0, ge=0)
+    # Where every row of a step is greedy with nothing that moves its logits, and the
+    # lm_head is float32 on a CPU with bfloat16 instructions: the tokens come from a
+    # bfloat16 lm_head, each checked to be the largest exact logit (worker/greedy_scan.py).
+    worker_greedy_bf16_scan: bool = True
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.
     lease_grace_seconds: float = Field(5.0, ge=0)

@@ -87,6 +87,7 @@ def main() -> None:
         settings.redis_outage_tolerance_seconds,
         device_defaults.prefill_chunk_tokens(settings.worker_prefill_chunk_tokens, loaded.device),
         device_defaults.cuda_graphs(settings.worker_cuda_graphs, loaded.device, loaded.compiled_graphs),
+        greedy_scan=settings.worker_greedy_bf16_scan,
     )
 
     def beat_slots() -> None:

@@ -128,6 +128,7 @@ class Engine:
         outage_tolerance_seconds: float = 60.0,
         prefill_chunk_tokens: int = 512,
         cuda_graphs: bool = False,
+        greedy_scan: bool = True,
     ) -> None:
         self._loaded = loaded
         self._scripts = SyncScripts(connection)
@@ -146,7 +147,8 @@ class Engine:
         self._active: list[Sequence] = []
         # Prefilled in this round, joining the batch at its step.
         self._arrivals: list[Arrival] = []
-        self._head = LogitsHead(loaded.model)
+        # Greedy rows' tokens from a bfloat16 lm_head, checked exactly (WORKER_GREEDY_BF16_SCAN).
+        self._head = LogitsHead(loaded.model, greedy_scan_wanted=greedy_scan)
         # Decoding steps at fixed shapes, replayed from CUDA graphs (WORKER_CUDA_GRAPHS).
         self._graphs: StepGraphs | None = None
         if cuda_graphs and loaded.compiled_graphs:
@@ -479,6 +481,17 @@ class Engine:
         # The choices of one request share the prefill: each draws from the same state.
         self._arrivals.append(Arrival(rows, hidden.expand(copies, -1), join))
 
+    def _pick(self, hidden: torch.Tensor, sequences: list[Sequence]) -> None:
+        """Each row's next token from its last hidden state, handed to its sequence."""
+        if self._head.scans and all(sequence.plain_greedy for sequence in sequences):
+            # Every row wants the bare argmax: no [rows, vocab] float32 logits are made.
+            tokens = self._head.greedy_tokens(hidden).tolist()
+            for sequence, token in zip(sequences, tokens, strict=True):
+                sequence.accept(token)
+            metrics.GENERATION_TOKENS.inc(len(sequences))
+            return
+        self._sample(self._head.project(hidden), sequences)
+
     def _sample(self, logits: torch.Tensor, sequences: list[Sequence]) -> None:
         """Draw each row's next token, within its mask, and hand it to its sequence."""
         bitmask, masked = None, []
@@ -517,7 +530,7 @@ class Engine:
         self._active = rows
         if rows:
             # A sequence that continues an earlier attempt already has tokens: they are its history.
-            self._sample(self._head.project(torch.cat(states)), rows)
+            self._pick(torch.cat(states), rows)
         metrics.DECODE_STEP.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(rows))
 

@@ -28,15 +28,26 @@ a 2-core AMD EPYC (AVX2), one thread, hidden size 64 (the tiny checkpoint), ms p
 The extra layouts are kept on a CPU, for a weight of at most ``MAX_EXTRA_BYTES``; anywhere
 else the lm_head is one ``mm`` into the buffer. All give the same logits up to float
 rounding (max 1.3e-5 apart above).
+
+Greedy rows need no logits, only the token of the largest: where the CPU computes in
+bfloat16, a third layout (the weight in bfloat16, half its size) finds it in half the
+time, checked exactly (``worker.greedy_scan``).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import DynamicCache
+
+from worker import greedy_scan
+from worker.greedy_scan import GreedyScan
+from worker.sampler import best_tokens
+
+log = logging.getLogger(__name__)
 
 # Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight).
 MAX_EXTRA_BYTES = 256 * 1024**2
@@ -58,7 +69,9 @@ def _packable(weight: torch.Tensor) -> bool:
 
 
 class LogitsHead:
-    def __init__(self, model: Any, fresh_output_bytes: int = FRESH_OUTPUT_BYTES) -> None:
+    def __init__(
+        self, model: Any, fresh_output_bytes: int = FRESH_OUTPUT_BYTES, greedy_scan_wanted: bool = True
+    ) -> None:
         self._model = model
         self._fresh_output_bytes = fresh_output_bytes
         self._buffer: torch.Tensor | None = None
@@ -74,6 +87,18 @@ class LogitsHead:
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(self._weight, PACKED_FOR_ROWS)
             except (RuntimeError, AttributeError):
                 self._packed = None  # a torch without oneDNN's linear: mm it is
+        self._scan: GreedyScan | None = None
+        if greedy_scan_wanted and self._packed is not None and greedy_scan.supported(self._weight):
+            scan = GreedyScan(self._weight)
+            if scan.kernel_rounds_as_bounded():
+                self._scan = scan
+            else:
+                log.warning("greedy tokens from float32 logits: this CPU's bfloat16 logits exceed the bound")
+
+    @property
+    def scans(self) -> bool:
+        """Whether greedy tokens come from the bfloat16 scan (WORKER_GREEDY_BF16_SCAN, where it pays)."""
+        return self._scan is not None
 
     def hidden(self, rows: list[int] | None = None, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
         """Run the model without the lm_head: each row's last hidden state ([rows, hidden]) and the cache."""
@@ -108,6 +133,12 @@ class LogitsHead:
         logits = self._scratch(hidden)
         torch.mm(hidden, weight.t(), out=logits)
         return logits
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The token of each row's largest logit, as ``best_tokens(self.project(hidden))``."""
+        if self._scan is None:
+            return best_tokens(self.project(hidden))
+        return self._scan.tokens(hidden, lambda undecided: best_tokens(self.project(undecided)))
 
     def _packed_product(self, hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         rows, vocab = hidden.shape[0], packed.shape[0]

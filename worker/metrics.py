@@ -54,6 +54,12 @@ MEDIA_DECODE = Histogram(
     buckets=SLOW_BUCKETS,
     registry=REGISTRY,
 )
+GREEDY_SCAN_ROWS = Counter(
+    "qwen3vl_greedy_scan_rows",
+    "Greedy rows picked from bfloat16 logits: decided by the scan's bound, or left to float32 logits.",
+    ["outcome"],
+    registry=REGISTRY,
+)
 JOBS = Counter("qwen3vl_jobs", "Jobs run by this worker, by how they ended.", ["outcome"], registry=REGISTRY)
 
 
@@ -62,6 +68,8 @@ for _kind in ("text", "image", "video"):
     PREFILL.labels(_kind)
 for _kind in ("image", "video"):
     MEDIA_DECODE.labels(_kind)
+for _outcome in ("decided", "float32"):
+    GREEDY_SCAN_ROWS.labels(_outcome)
 
 
 def serve(port: int) -> None:

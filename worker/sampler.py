@@ -216,7 +216,7 @@ def _draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _block_size(vocab: int) -> int | None:
+def block_size(vocab: int) -> int | None:
     """A divisor of the vocabulary size near 1,024 (151,936 = 128 x 1,187), or None."""
     divisors = [d for d in range(256, 4097) if vocab % d == 0]
     return min(divisors, key=lambda d: abs(d - 1024)) if divisors else None
@@ -230,7 +230,7 @@ def best_tokens(logits: torch.Tensor) -> torch.Tensor:
     row's maximum, then the first maximum inside it.
     """
     batch, vocab = logits.shape
-    size = _block_size(vocab)
+    size = block_size(vocab)
     if size is None:
         return logits.argmax(dim=-1)
     blocks = logits.view(batch, vocab // size, size)
@@ -249,7 +249,7 @@ def _draw_from_logits(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Ten
     takes fresh from the operating system each time, at the cost of faulting every page in.
     """
     batch, vocab = logits.shape
-    size = _block_size(vocab)
+    size = block_size(vocab)
     if size is None:
         return _draw(torch.softmax(logits, dim=-1), uniforms)
     blocks = logits.view(batch, vocab // size, size)

@@ -102,6 +102,19 @@ class Sequence:
         steered = self.steering is not None and self.steering.forced()
         return self._token_texts is not None and self._parser.in_answer and not steered
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Whether its next token is the argmax of the bare logits: greedy, with nothing that
+        moves or masks the logits and no log probabilities to report."""
+        sampling = self.sampling
+        return (
+            sampling.greedy
+            and not sampling.penalised
+            and not sampling.logit_bias
+            and self.steering is None
+            and not self.wants_logprobs
+        )
+
     def begin(self) -> None:
         """Before the first token (or the replay of earlier ones)."""
         if self.steering is not None:

@@ -18,6 +18,7 @@ from shared.jobs import GenerationJob, ImagePart
 from shared.session_scripts import Cancel, SyncScripts
 from shared.settings import Settings
 from tests.integration.conftest import SequenceFactory, decode, make_job
+from worker import greedy_scan, metrics
 from worker.batch import SlotBatch, dynamic_layers
 from worker.engine import Engine
 from worker.errors import GenerationFailed, InvalidRequest
@@ -71,6 +72,33 @@ def test_batched_greedy_decoding_matches_generate(
         assert outcome.usage["completion_tokens"] == len(sequence.generated)
         if outcome.finish_reason == "length":
             assert len(sequence.generated) == request.sampling.max_new_tokens
+
+
+def scanned_rows() -> float:
+    """Greedy rows the engine has picked with the bfloat16 scan so far, in this process."""
+    total = 0.0
+    for outcome in ("decided", "float32"):
+        sample = metrics.REGISTRY.get_sample_value("qwen3vl_greedy_scan_rows_total", {"outcome": outcome})
+        total += sample or 0.0
+    return total
+
+
+def test_greedy_rows_are_scanned_unless_something_needs_their_logits(
+    loaded: LoadedModel, sequence_for: SequenceFactory, engine: Engine
+) -> None:
+    if not greedy_scan.supported(loaded.model.lm_head.weight):
+        pytest.skip("this CPU has no bfloat16 instructions: greedy rows use float32 logits")
+    before = scanned_rows()
+    request = job(PROMPTS[1], 30, temperature=0.0)
+    sequence = sequence_for(request)
+    decode(engine, sequence)
+    assert sequence.generated == reference_tokens(loaded, request)[: len(sequence.generated)]
+    assert scanned_rows() - before == len(sequence.generated)  # every token, the first too
+    # A penalty or a bias needs the logits: such a row is never scanned.
+    before = scanned_rows()
+    for sampling in ({"repetition_penalty": 1.3}, {"logit_bias": {11: 5.0}}):
+        decode(engine, sequence_for(job(PROMPTS[1], 10, temperature=0.0, **sampling)))
+    assert scanned_rows() == before
 
 
 def test_rows_run_together_and_leave_independently(
