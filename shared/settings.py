@@ -136,8 +136,9 @@ class Settings(BaseSettings):
     # 2048 on a GPU, where a piece costs its kernel launches more than its tokens).
     worker_prefill_chunk_tokens: int = Field(0, ge=0)
     # Where every row of a step is greedy with nothing that moves its logits, and the
-    # lm_head is float32 on a CPU with bfloat16 instructions: the tokens come from a
-    # bfloat16 lm_head, each checked to be the largest exact logit (worker/greedy_scan.py).
+    # lm_head is float32 (at most 256 MB) on a CPU with bfloat16 instructions: the tokens
+    # come from a bfloat16 lm_head, each proven to be the largest exact logit
+    # (worker/greedy_scan.py).
     worker_greedy_bf16_scan: bool = True
     # How long a running session's lease must stay missing before the gateways take its
     # worker for dead and queue the session again: longer than a Redis restart or stall.

@@ -483,8 +483,10 @@ class Engine:
 
     def _pick(self, hidden: torch.Tensor, sequences: list[Sequence]) -> None:
         """Each row's next token from its last hidden state, handed to its sequence."""
+        # Only where every row wants the bare argmax: a step with one row that needs its
+        # logits makes them all in float32, since reading the float32 weight costs about as
+        # much for that one row as for all of them.
         if self._head.scans and all(sequence.plain_greedy for sequence in sequences):
-            # Every row wants the bare argmax: no [rows, vocab] float32 logits are made.
             tokens = self._head.greedy_tokens(hidden).tolist()
             for sequence, token in zip(sequences, tokens, strict=True):
                 sequence.accept(token)

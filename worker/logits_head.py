@@ -36,7 +36,6 @@ time, checked exactly (``worker.greedy_scan``).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -46,8 +45,6 @@ from transformers import DynamicCache
 from worker import greedy_scan
 from worker.greedy_scan import GreedyScan
 from worker.sampler import best_tokens
-
-log = logging.getLogger(__name__)
 
 # Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight).
 MAX_EXTRA_BYTES = 256 * 1024**2
@@ -90,10 +87,8 @@ class LogitsHead:
         self._scan: GreedyScan | None = None
         if greedy_scan_wanted and self._packed is not None and greedy_scan.supported(self._weight):
             scan = GreedyScan(self._weight)
-            if scan.kernel_rounds_as_bounded():
+            if scan.kernels_round_as_bounded():  # else it says why, and float32 it is
                 self._scan = scan
-            else:
-                log.warning("greedy tokens from float32 logits: this CPU's bfloat16 logits exceed the bound")
 
     @property
     def scans(self) -> bool:

@@ -59,8 +59,6 @@ def test_each_row_gets_the_token_of_its_largest_exact_logit(rows: int) -> None:
 
 def test_rows_past_one_calls_output_go_in_even_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(greedy_scan, "MAX_OUTPUT_BYTES", 10 * VOCAB * 2)  # 10 rows a call
-    weight = weight_of()
-    scan = scan_of(weight)
     calls: list[int] = []
     linear = greedy_scan._linear
 
@@ -69,6 +67,8 @@ def test_rows_past_one_calls_output_go_in_even_pieces(monkeypatch: pytest.Monkey
         return linear(hidden, packed)
 
     monkeypatch.setattr(greedy_scan, "_linear", counted)
+    weight = weight_of()
+    scan = scan_of(weight)
     hidden = torch.randn(23, HIDDEN)
     assert torch.equal(scan.tokens(hidden, Float32Picks(weight)), float64_argmax(weight, hidden))
     assert calls == [8, 8, 7]
@@ -90,7 +90,15 @@ def test_logits_closer_than_bfloat16_can_tell_apart_are_told_apart_exactly() -> 
     tokens = scan.tokens(hidden, float32)
     assert tokens.tolist() == [101, 31000, 7, 4000]
     assert torch.equal(tokens, float64_argmax(weight, hidden))
+    # Each row alone goes through the one-row kernel, with a bound of its own.
+    assert [int(scan.tokens(hidden[row : row + 1], float32)) for row in range(4)] == [101, 31000, 7, 4000]
     assert float32.rows == []
+
+
+def test_one_row_is_read_from_the_int8_weight_and_more_from_the_bfloat16_one() -> None:
+    scan = scan_of(weight_of())
+    assert (scan.kernel_for(1).name, scan.kernel_for(2).name) == ("int8", "bfloat16")
+    assert scan.kernel_for(1).bound.weight_rounding > scan.kernel_for(2).bound.weight_rounding
 
 
 def test_rows_the_bound_cannot_settle_get_the_float32_pick_in_their_place() -> None:
@@ -124,7 +132,7 @@ def test_a_row_with_too_many_candidates_gets_the_float32_pick() -> None:
 def test_the_kernel_check_fails_logits_rounded_worse_than_the_bound_allows() -> None:
     weight = weight_of()
     scan = scan_of(weight)
-    assert scan.kernel_rounds_as_bounded()
+    assert scan.kernels_round_as_bounded()
     hidden = torch.randn(4, HIDDEN)
     rounded = hidden.to(torch.bfloat16)
     exact = hidden @ weight.t()
