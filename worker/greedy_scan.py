@@ -56,6 +56,8 @@ PACKED_FOR_ROWS = 32
 MAX_OUTPUT_BYTES = 31 * 1024**2
 # Rows of random hidden states the kernel's rounding is checked on, once.
 PROBE_ROWS = 8
+# Rows of the weight taken in float64 at a time, to compute or check a bound.
+CHUNK_ROWS = 8192
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +91,16 @@ class RoundingBound:
       move.
     """
 
-    def __init__(self, weight: torch.Tensor, rounded: torch.Tensor) -> None:
-        exact, low = weight.double(), rounded.double()
-        self.longest_row = float(low.norm(dim=1).max())
-        self.weight_rounding = float((low - exact).norm(dim=1).max())
-        self.largest_weight = float(low.abs().max())
+    def __init__(self, weight: torch.Tensor, held: Callable[[slice], torch.Tensor]) -> None:
+        """``held(rows)``: those rows of the weight as the kernel holds them."""
+        self.longest_row = self.weight_rounding = self.largest_weight = 0.0
+        # A few thousand rows at a time: the weight whole in float64 would be twice its size.
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            rows = slice(start, start + CHUNK_ROWS)
+            exact, low = weight[rows].double(), held(rows).double()
+            self.longest_row = max(self.longest_row, float(low.norm(dim=1).max()))
+            self.weight_rounding = max(self.weight_rounding, float((low - exact).norm(dim=1).max()))
+            self.largest_weight = max(self.largest_weight, float(low.abs().max()))
         self.hidden_size = weight.shape[1]
         n = 2 * self.hidden_size * FP32_UNIT_ROUNDOFF
         self.sums = n / (1 - n)
@@ -113,9 +120,14 @@ class RoundingBound:
         self, hidden: torch.Tensor, rounded: torch.Tensor, weight: torch.Tensor, low: torch.Tensor
     ) -> bool:
         """Whether the kernel's logits ``low`` stay within the bound of the exact ones."""
-        exact = hidden.double() @ weight.double().t()
-        allowed = self.relative * low.double().abs() + self.absolute(hidden, rounded).unsqueeze(1)
-        return bool(((low.double() - exact).abs() <= allowed).all())
+        absolute = self.absolute(hidden, rounded).unsqueeze(1)
+        for start in range(0, weight.shape[0], CHUNK_ROWS):
+            rows = slice(start, start + CHUNK_ROWS)
+            exact = hidden.double() @ weight[rows].double().t()
+            chunk = low[:, rows].double()
+            if not bool(((chunk - exact).abs() <= self.relative * chunk.abs() + absolute).all()):
+                return False
+        return True
 
 
 def _linear(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
@@ -139,7 +151,7 @@ def bfloat16_kernel(weight: torch.Tensor) -> Kernel:
     """The weight in bfloat16, packed once for oneDNN: the fastest from two rows up."""
     rounded = weight.to(torch.bfloat16)
     packed = torch.ops.mkldnn._reorder_linear_weight(rounded, PACKED_FOR_ROWS)
-    return Kernel("bfloat16", partial(_linear, packed=packed), RoundingBound(weight, rounded))
+    return Kernel("bfloat16", partial(_linear, packed=packed), RoundingBound(weight, rounded.__getitem__))
 
 
 def int8_kernel(weight: torch.Tensor) -> Kernel:
@@ -152,8 +164,11 @@ def int8_kernel(weight: torch.Tensor) -> Kernel:
     scales = (weight.abs().amax(dim=1) / 127).to(torch.bfloat16)
     scales = torch.where(scales > 0, scales, torch.ones_like(scales))
     quantized = torch.round(weight / scales.float().unsqueeze(1)).clamp_(-127, 127).to(torch.int8)
-    # What the kernel multiplies by, exactly: 7 bits times 8 fit float32's 24.
-    held = quantized.float() * scales.float().unsqueeze(1)
+
+    def held(rows: slice) -> torch.Tensor:
+        # What the kernel multiplies by, exactly: 7 bits times 8 fit float32's 24.
+        return quantized[rows].float() * scales[rows].float().unsqueeze(1)
+
     return Kernel(
         "int8", partial(_int8_product, weight=quantized, scales=scales), RoundingBound(weight, held)
     )

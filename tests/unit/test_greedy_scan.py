@@ -136,7 +136,7 @@ def test_the_kernel_check_fails_logits_rounded_worse_than_the_bound_allows() -> 
     hidden = torch.randn(4, HIDDEN)
     rounded = hidden.to(torch.bfloat16)
     exact = hidden @ weight.t()
-    bound = greedy_scan.RoundingBound(weight, weight.to(torch.bfloat16))
+    bound = greedy_scan.RoundingBound(weight, weight.to(torch.bfloat16).__getitem__)
     assert bound.holds(hidden, rounded, weight, exact)
     # Eight units of rounding off at the largest logits: far more than rounding to nearest gives.
     assert not bound.holds(hidden, rounded, weight, exact * (1 + 8 * BF16_UNIT_ROUNDOFF))
