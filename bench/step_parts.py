@@ -8,7 +8,10 @@ engine runs them, each part timed apart (the device synchronised around it):
   (``worker.step_graphs``), on a CPU the same step run eagerly at its fixed shape;
 - the lm_head over the batch's rows (``worker.logits_head``);
 - the greedy pick and its read back to the host (the engine's one sync a step);
-- the whole step with no sync between its parts, as the engine runs it.
+- on a CPU that computes in bfloat16, the greedy scan that replaces the lm_head and the
+  pick for greedy rows (``worker.greedy_scan``);
+- the whole step with no sync between its parts, as the engine runs it (with the scan,
+  where there is one).
 
 The first step of each size captures its graph; it is left out. Against the roofline
 (``bench.roofline``), the transformer step's time says how far the kernels are from the
@@ -58,6 +61,9 @@ class StepParts:
     lm_head_ms: float
     pick_ms: float  # the greedy pick and its read back to the host
     step_ms: float  # all of it, synchronised once, as the engine does
+    # Greedy tokens straight from the hidden states by the bfloat16 scan (worker.greedy_scan),
+    # in place of the lm_head and the pick, where the head has one (a CPU); None elsewhere.
+    scan_ms: float | None = None
 
 
 def _timed(device: torch.device, part: Callable[[], T]) -> tuple[float, T]:
@@ -76,6 +82,12 @@ def _pick(logits: torch.Tensor) -> list[int]:
     return picked
 
 
+def _scan(head: LogitsHead, hidden: torch.Tensor) -> list[int]:
+    """The engine's greedy pick where every row is plain greedy: the scan, no float32 logits."""
+    picked: list[int] = head.greedy_tokens(hidden).tolist()
+    return picked
+
+
 def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
     device, model = loaded.device, loaded.model
     head = LogitsHead(model)
@@ -89,7 +101,7 @@ def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
     assert batch.cache is not None
     graphs = StepGraphs(partial(head.step, batch.cache), device)
     token = int(ids[0, -1])
-    times: dict[str, list[float]] = {"transformer": [], "lm_head": [], "pick": [], "step": []}
+    times: dict[str, list[float]] = {"transformer": [], "lm_head": [], "pick": [], "scan": [], "step": []}
     for step in range(WARMUP_STEPS + 2 * steps):
         mask = batch.prepare_step()
         input_ids = torch.full((mask.shape[0], 1), token, device=device)
@@ -102,12 +114,18 @@ def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
                 times["transformer"].append(transformer)
                 times["lm_head"].append(lm_head)
                 times["pick"].append(pick)
+                if head.scans:
+                    times["scan"].append(_timed(device, partial(_scan, head, hidden[:rows]))[0])
         else:  # the whole step, one sync at its end as in the engine
             began = time.perf_counter()
-            _pick(head.project(graphs.run(batch, input_ids, position)[:rows]))
+            hidden = graphs.run(batch, input_ids, position)[:rows]
+            if head.scans:
+                _scan(head, hidden)
+            else:
+                _pick(head.project(hidden))
             times["step"].append((time.perf_counter() - began) * 1000)
         batch.advance()
-    medians = {part: statistics.median(values) for part, values in times.items()}
+    medians = {part: statistics.median(values) for part, values in times.items() if values}
     return StepParts(
         rows=rows,
         captured=graphs.capturing,
@@ -115,6 +133,7 @@ def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
         lm_head_ms=medians["lm_head"],
         pick_ms=medians["pick"],
         step_ms=medians["step"],
+        scan_ms=medians.get("scan"),
     )
 
 

@@ -11,7 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.processes import ROOT
+from worker import greedy_scan
+
+VOCAB_OF_TINY = 151_936  # the real Qwen vocabulary
 
 
 def test_the_real_size_command_reports_every_system_and_target_with_the_workers_account(
@@ -43,3 +48,6 @@ def test_the_real_size_command_reports_every_system_and_target_with_the_workers_
     parts = saved["step_parts"]
     assert [part["rows"] for part in parts] == [1, 2] and not any(part["captured"] for part in parts)
     assert all(0 < part["transformer_ms"] < part["step_ms"] * 2 for part in parts)
+    # Where the CPU computes in bfloat16, the greedy scan's time stands beside the lm_head's.
+    scans = greedy_scan.supported(torch.zeros(VOCAB_OF_TINY, 1))
+    assert all((part["scan_ms"] is not None) == scans for part in parts)
