@@ -30,8 +30,8 @@ else the lm_head is one ``mm`` into the buffer. All give the same logits up to f
 rounding (max 1.3e-5 apart above).
 
 Greedy rows need no logits, only the token of the largest: where the CPU computes in
-bfloat16, a third layout (the weight in bfloat16, half its size) finds it in half the
-time, checked exactly (``worker.greedy_scan``).
+bfloat16, two more layouts (the weight in bfloat16, and in int8 for a lone row) find it
+in half the time, checked exactly (``worker.greedy_scan``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from worker import greedy_scan
 from worker.greedy_scan import GreedyScan
 from worker.sampler import best_tokens
 
-# Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight).
+# Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight),
+# and the greedy scan its two (three quarters of one).
 MAX_EXTRA_BYTES = 256 * 1024**2
 # The batch size oneDNN packs the weight for (it serves any other size too).
 PACKED_FOR_ROWS = 32
