@@ -39,7 +39,8 @@ from functools import partial
 
 import torch
 
-from worker import metrics
+from worker import metrics, packed_linear
+from worker.packed_linear import even_pieces, linear, pack
 from worker.sampler import block_size
 
 BF16_UNIT_ROUNDOFF = 2.0**-8  # 8 significant bits, rounded to nearest even
@@ -49,17 +50,15 @@ FP32_UNIT_ROUNDOFF = 2.0**-24
 MAX_CANDIDATE_BLOCK_SHARE = 0.25
 # ...or more candidates than this many bytes of float64 products is left to float32.
 MAX_RECOMPUTED_BYTES = 4 * 1024**2
-# The batch size oneDNN packs the weight for (it serves any other size too).
-PACKED_FOR_ROWS = 32
-# Rows of bfloat16 logits per oneDNN call: its output is a new tensor, and one of more
-# than ~32 MB is mapped fresh from the operating system at every call (see logits_head).
-MAX_OUTPUT_BYTES = 31 * 1024**2
 # Rows of random hidden states the kernel's rounding is checked on, once.
 PROBE_ROWS = 8
 # Rows of the weight taken in float64 at a time, to compute or check a bound.
 CHUNK_ROWS = 8192
 
 log = logging.getLogger(__name__)
+# The counter's two series, looked up once rather than at every step.
+_DECIDED_ROWS = metrics.GREEDY_SCAN_ROWS.labels("decided")
+_FLOAT32_ROWS = metrics.GREEDY_SCAN_ROWS.labels("float32")
 
 
 def supported(weight: torch.Tensor) -> bool:
@@ -130,10 +129,6 @@ class RoundingBound:
         return True
 
 
-def _linear(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(hidden, packed, None, "none", [], "")  # type: ignore[no-any-return]
-
-
 def _int8_product(hidden: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return torch._weight_int8pack_mm(hidden, weight, scales)
 
@@ -150,8 +145,9 @@ class Kernel:
 def bfloat16_kernel(weight: torch.Tensor) -> Kernel:
     """The weight in bfloat16, packed once for oneDNN: the fastest from two rows up."""
     rounded = weight.to(torch.bfloat16)
-    packed = torch.ops.mkldnn._reorder_linear_weight(rounded, PACKED_FOR_ROWS)
-    return Kernel("bfloat16", partial(_linear, packed=packed), RoundingBound(weight, rounded.__getitem__))
+    return Kernel(
+        "bfloat16", partial(linear, packed=pack(rounded)), RoundingBound(weight, rounded.__getitem__)
+    )
 
 
 def int8_kernel(weight: torch.Tensor) -> Kernel:
@@ -219,18 +215,16 @@ class GreedyScan:
         """The greedy token of each row of ``hidden`` ([rows, hidden]); ``exact`` gives the
         float32 lm_head's greedy tokens of the rows the bound leaves undecided."""
         rows, vocab = hidden.shape[0], self._weight.shape[0]
-        per_call = max(1, MAX_OUTPUT_BYTES // (vocab * 2))
-        if rows > per_call:
-            # Even pieces: 96 rows go as two of 48 rather than one of 66 and one of 30.
-            pieces = -(-rows // per_call)
-            size = -(-rows // pieces)
-            return torch.cat([self.tokens(hidden[i : i + size], exact) for i in range(0, rows, size)])
+        # Each piece's bfloat16 logits are a new tensor: under the size malloc recycles.
+        pieces = even_pieces(rows, packed_linear.FRESH_OUTPUT_BYTES // (vocab * 2))
+        if len(pieces) > 1:
+            return torch.cat([self.tokens(hidden[piece], exact) for piece in pieces])
         picked, undecided = self._scan(hidden)
         decided = rows - len(undecided)
         if decided:
-            metrics.GREEDY_SCAN_ROWS.labels("decided").inc(decided)
+            _DECIDED_ROWS.inc(decided)
         if undecided:
-            metrics.GREEDY_SCAN_ROWS.labels("float32").inc(len(undecided))
+            _FLOAT32_ROWS.inc(len(undecided))
             where = torch.tensor(undecided)
             picked[where] = exact(hidden.index_select(0, where))
         return picked

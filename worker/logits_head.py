@@ -44,17 +44,12 @@ from transformers import DynamicCache
 
 from worker import greedy_scan
 from worker.greedy_scan import GreedyScan
+from worker.packed_linear import FRESH_OUTPUT_BYTES, even_pieces, linear, pack
 from worker.sampler import best_tokens
 
 # Weight size up to which the CPU keeps the two extra layouts (each a copy of the weight),
 # and the greedy scan its two (three quarters of one).
 MAX_EXTRA_BYTES = 256 * 1024**2
-# The batch size oneDNN packs the weight for (it serves any other size too).
-PACKED_FOR_ROWS = 32
-# The most bytes of logits one oneDNN call returns: a fresh tensor up to about this size
-# is recycled by malloc, a bigger one is mapped from the operating system every time
-# (glibc's mmap threshold grows up to 32 MiB).
-FRESH_OUTPUT_BYTES = 31 * 1024**2
 
 
 def _packable(weight: torch.Tensor) -> bool:
@@ -82,7 +77,7 @@ class LogitsHead:
         if self._weight is not None and _packable(self._weight):
             self._transposed = self._weight.t().contiguous()
             try:
-                self._packed = torch.ops.mkldnn._reorder_linear_weight(self._weight, PACKED_FOR_ROWS)
+                self._packed = pack(self._weight)
             except (RuntimeError, AttributeError):
                 self._packed = None  # a torch without oneDNN's linear: mm it is
         self._scan: GreedyScan | None = None
@@ -138,15 +133,12 @@ class LogitsHead:
 
     def _packed_product(self, hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         rows, vocab = hidden.shape[0], packed.shape[0]
-        per_call = max(1, self._fresh_output_bytes // (vocab * hidden.element_size()))
-        if rows <= per_call:
-            return _linear(hidden, packed)
-        # Even pieces: 64 rows go as two of 32 rather than one of 51 and one of 13.
-        pieces = -(-rows // per_call)
-        size = -(-rows // pieces)
+        pieces = even_pieces(rows, self._fresh_output_bytes // (vocab * hidden.element_size()))
+        if len(pieces) == 1:
+            return linear(hidden, packed)
         logits = self._scratch(hidden)
-        for start in range(0, rows, size):
-            logits[start : start + size].copy_(_linear(hidden[start : start + size], packed))
+        for piece in pieces:
+            logits[piece].copy_(linear(hidden[piece], packed))
         return logits
 
     def _scratch(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -157,7 +149,3 @@ class LogitsHead:
         if buffer is None or not fits or (buffer.dtype, buffer.device) != (hidden.dtype, hidden.device):
             buffer = self._buffer = hidden.new_empty(rows, self._weight.shape[0])
         return buffer[:rows]
-
-
-def _linear(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(hidden, packed, None, "none", [], "")  # type: ignore[no-any-return]

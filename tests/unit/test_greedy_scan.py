@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from worker import greedy_scan
+from worker import greedy_scan, packed_linear
 from worker.greedy_scan import BF16_UNIT_ROUNDOFF, GreedyScan
 from worker.logits_head import LogitsHead
 from worker.sampler import best_tokens
@@ -58,15 +58,14 @@ def test_each_row_gets_the_token_of_its_largest_exact_logit(rows: int) -> None:
 
 
 def test_rows_past_one_calls_output_go_in_even_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(greedy_scan, "MAX_OUTPUT_BYTES", 10 * VOCAB * 2)  # 10 rows a call
+    monkeypatch.setattr(packed_linear, "FRESH_OUTPUT_BYTES", 10 * VOCAB * 2)  # 10 rows a call
     calls: list[int] = []
-    linear = greedy_scan._linear
 
     def counted(hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         calls.append(len(hidden))
-        return linear(hidden, packed)
+        return packed_linear.linear(hidden, packed)
 
-    monkeypatch.setattr(greedy_scan, "_linear", counted)
+    monkeypatch.setattr(greedy_scan, "linear", counted)
     weight = weight_of()
     scan = scan_of(weight)
     hidden = torch.randn(23, HIDDEN)
