@@ -33,9 +33,12 @@ it.
 from __future__ import annotations
 
 import logging
+import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -54,6 +57,8 @@ MAX_RECOMPUTED_BYTES = 4 * 1024**2
 PROBE_ROWS = 8
 # Rows of the weight taken in float64 at a time, to compute or check a bound.
 CHUNK_ROWS = 8192
+
+Number = TypeVar("Number", float, torch.Tensor)
 
 log = logging.getLogger(__name__)
 # The counter's two series, looked up once rather than at every step.
@@ -108,12 +113,15 @@ class RoundingBound:
     def absolute(self, hidden: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
         """``A`` of each row ([rows] float64), with a margin for the float64 arithmetic."""
         exact, low = hidden.double(), rounded.double()
-        norms, low_norms = exact.norm(dim=1), low.norm(dim=1)
-        bound = self.longest_row * (low - exact).norm(dim=1) + self.weight_rounding * norms
-        bound += self.sums * self.longest_row * low_norms
-        bound += self.hidden_size * 2.0**-120 * (1 + self.largest_weight + low_norms)
-        margin: torch.Tensor = bound * (1 + 2.0**-20) + 1e-12 * self.longest_row * norms
+        margin: torch.Tensor = self.absolute_of(exact.norm(dim=1), low.norm(dim=1), (low - exact).norm(dim=1))
         return margin
+
+    def absolute_of(self, norm: Number, rounded_norm: Number, rounding: Number) -> Number:
+        """``A`` from ``|h|``, ``|h~|`` and ``|h~ - h|`` (floats, or tensors of them)."""
+        bound = self.longest_row * rounding + self.weight_rounding * norm
+        bound += self.sums * self.longest_row * rounded_norm
+        bound += self.hidden_size * 2.0**-120 * (1 + self.largest_weight + rounded_norm)
+        return bound * (1 + 2.0**-20) + 1e-12 * self.longest_row * norm
 
     def holds(
         self, hidden: torch.Tensor, rounded: torch.Tensor, weight: torch.Tensor, low: torch.Tensor
@@ -219,7 +227,12 @@ class GreedyScan:
         pieces = even_pieces(rows, packed_linear.FRESH_OUTPUT_BYTES // (vocab * 2))
         if len(pieces) > 1:
             return torch.cat([self.tokens(hidden[piece], exact) for piece in pieces])
-        picked, undecided = self._scan(hidden)
+        if rows == 1:
+            token = self._scan_one(hidden)
+            picked = torch.tensor([0 if token is None else token])
+            undecided = [0] if token is None else []
+        else:
+            picked, undecided = self._scan(hidden)
         decided = rows - len(undecided)
         if decided:
             _DECIDED_ROWS.inc(decided)
@@ -228,6 +241,35 @@ class GreedyScan:
             where = torch.tensor(undecided)
             picked[where] = exact(hidden.index_select(0, where))
         return picked
+
+    def _scan_one(self, hidden: torch.Tensor) -> int | None:
+        """``_scan`` of a lone row, its few numbers worked on the host: at one row, a step's
+        time goes to small tensor operations as much as to the lm_head. None: undecided."""
+        kernel, size = self._narrow, self._block
+        rounded = hidden.to(torch.bfloat16)
+        blocks = kernel.logits(rounded).view(-1, size).view(torch.int16)
+        block_max = blocks.amax(dim=-1)
+        best = _bfloat16_value(int(block_max.max()))  # the largest if >= 0 (see _scan)
+        pair = torch.stack((hidden[0], rounded[0].float())).double()
+        norm, rounded_norm = pair.norm(dim=1).tolist()
+        absolute = kernel.bound.absolute_of(norm, rounded_norm, float((pair[1] - pair[0]).norm()))
+        relative = kernel.bound.relative
+        line = (best - relative * abs(best) - 2 * absolute) / (1 + relative)
+        if not (math.isfinite(line) and line > 0 and absolute < 1e37):
+            return None
+        # Values >= line > 0 are the bit patterns >= the smallest one at or above it.
+        least = _bfloat16_bits_at_least(line)
+        reaching = (block_max >= least).nonzero().flatten()
+        if len(reaching) > self._max_blocks:
+            return None
+        found = (blocks[reaching] >= least).nonzero()
+        ids = reaching[found[:, 0]] * size + found[:, 1]
+        if len(ids) > self._max_candidates:
+            return None
+        # A product and a sum along each row, not a matrix-vector product: that may sum equal
+        # rows in different orders, and their tie must stay a tie.
+        logits = (self._weight[ids].double() * hidden[0].double()).sum(dim=-1)
+        return int(ids[logits == logits.max()].min())  # the first of equal maxima
 
     def _scan(self, hidden: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Tokens of the rows the bound decides, and the indices of the rows it does not."""
@@ -259,10 +301,24 @@ class GreedyScan:
         sound &= torch.bincount(row, minlength=rows) <= self._max_candidates
         keep = sound[row]
         row, ids = row[keep], ids[keep]
-        logits = (self._weight[ids].double() * hidden[row].double()).sum(dim=-1)
+        logits = (self._weight[ids].double() * hidden[row].double()).sum(dim=-1)  # ties kept (_scan_one)
         top = torch.full((rows,), -torch.inf, dtype=torch.float64).scatter_reduce(0, row, logits, "amax")
         # The first of equal maxima, as argmax takes it.
         firsts = torch.where(logits == top[row], ids, vocab)
         picked = torch.full((rows,), vocab, dtype=torch.long).scatter_reduce(0, row, firsts, "amin")
         undecided = (~sound).nonzero().flatten().tolist()
         return picked, undecided
+
+
+def _bfloat16_value(bits: int) -> float:
+    """The value of a bfloat16 bit pattern (as a signed 16-bit integer)."""
+    value: float = struct.unpack("<f", struct.pack("<I", (bits & 0xFFFF) << 16))[0]
+    return value
+
+
+def _bfloat16_bits_at_least(value: float) -> int:
+    """The bit pattern of the smallest bfloat16 at or above ``value`` (> 0, finite)."""
+    bits: int = struct.unpack("<I", struct.pack("<f", value))[0] >> 16  # at or below it
+    while _bfloat16_value(bits) < value:
+        bits += 1
+    return bits

@@ -114,6 +114,20 @@ def test_rows_the_bound_cannot_settle_get_the_float32_pick_in_their_place() -> N
     assert torch.equal(tokens, best_tokens(hidden @ weight.t()))
 
 
+@pytest.mark.parametrize("value", [0.0, float("nan"), float("inf")])
+def test_a_lone_row_the_bound_cannot_settle_gets_the_float32_pick(value: float) -> None:
+    weight = weight_of()
+    scan = scan_of(weight)
+    hidden = torch.randn(1, HIDDEN, generator=torch.Generator().manual_seed(3))
+    hidden[0, 7] = value
+    if value == 0.0:
+        hidden[0] = 0.0
+    float32 = Float32Picks(weight)
+    tokens = scan.tokens(hidden, float32)
+    assert len(float32.rows) == 1 and torch.equal(float32.rows[0].nan_to_num(), hidden.nan_to_num())
+    assert torch.equal(tokens, best_tokens(hidden @ weight.t()))
+
+
 def test_a_row_with_too_many_candidates_gets_the_float32_pick() -> None:
     weight = weight_of()
     weight[:, 0] = 1.0  # the first component dwarfs the others: every logit within the bound
@@ -126,6 +140,9 @@ def test_a_row_with_too_many_candidates_gets_the_float32_pick() -> None:
     assert [len(rows) for rows in float32.rows] == [1]
     assert torch.equal(float32.rows[0], hidden[1:2])
     assert tokens[1] == best_tokens(hidden[1:2] @ weight.t())[0]
+    alone = Float32Picks(weight)  # the same row alone, through the one-row path
+    assert torch.equal(scan.tokens(hidden[1:2], alone), tokens[1:2])
+    assert [len(rows) for rows in alone.rows] == [1]
 
 
 def test_the_kernel_check_fails_logits_rounded_worse_than_the_bound_allows() -> None:
