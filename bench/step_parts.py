@@ -83,7 +83,8 @@ def _pick(logits: torch.Tensor) -> list[int]:
 
 
 def _scan(head: LogitsHead, hidden: torch.Tensor) -> list[int]:
-    """The engine's greedy pick where every row is plain greedy: the scan, no float32 logits."""
+    """The engine's pick where every row is plain greedy: the scan where the head has one
+    (no float32 logits), else the lm_head and the greedy pick."""
     picked: list[int] = head.greedy_tokens(hidden).tolist()
     return picked
 
@@ -118,11 +119,7 @@ def measure_rows(loaded: LoadedModel, rows: int, steps: int) -> StepParts:
                     times["scan"].append(_timed(device, partial(_scan, head, hidden[:rows]))[0])
         else:  # the whole step, one sync at its end as in the engine
             began = time.perf_counter()
-            hidden = graphs.run(batch, input_ids, position)[:rows]
-            if head.scans:
-                _scan(head, hidden)
-            else:
-                _pick(head.project(hidden))
+            _scan(head, graphs.run(batch, input_ids, position)[:rows])
             times["step"].append((time.perf_counter() - began) * 1000)
         batch.advance()
     medians = {part: statistics.median(values) for part, values in times.items() if values}

@@ -123,6 +123,12 @@ class RoundingBound:
         bound += self.hidden_size * 2.0**-120 * (1 + self.largest_weight + rounded_norm)
         return bound * (1 + 2.0**-20) + 1e-12 * self.longest_row * norm
 
+    def line(self, best: Number, absolute: Number) -> Number:
+        """Where a row's candidates start, from its largest bfloat16 logit ``best`` and its
+        ``A``: the largest exact logit is at least ``floor = best - u' * |best| - A``, and a
+        token of ``lo > 0`` can reach it only if ``lo * (1 + u') + A >= floor``."""
+        return (best - self.relative * abs(best) - 2 * absolute) / (1 + self.relative)
+
     def holds(
         self, hidden: torch.Tensor, rounded: torch.Tensor, weight: torch.Tensor, low: torch.Tensor
     ) -> bool:
@@ -253,8 +259,7 @@ class GreedyScan:
         pair = torch.stack((hidden[0], rounded[0].float())).double()
         norm, rounded_norm = pair.norm(dim=1).tolist()
         absolute = kernel.bound.absolute_of(norm, rounded_norm, float((pair[1] - pair[0]).norm()))
-        relative = kernel.bound.relative
-        line = (best - relative * abs(best) - 2 * absolute) / (1 + relative)
+        line = kernel.bound.line(best, absolute)
         if not (math.isfinite(line) and line > 0 and absolute < 1e37):
             return None
         # Values >= line > 0 are the bit patterns >= the smallest one at or above it.
@@ -284,11 +289,8 @@ class GreedyScan:
         # below 0, which the rows this scan decides (line > 0) ignore.
         block_max = blocks.view(torch.int16).amax(dim=-1).view(torch.bfloat16).double()
         best = block_max.amax(dim=-1)
-        # The largest exact logit is at least ``floor``; a token can only reach it from
-        # ``lo >= line`` (for lo > 0: lo * (1 + u') + A >= floor).
-        relative, absolute = bound.relative, bound.absolute(hidden, rounded)
-        floor = best - relative * best.abs() - absolute
-        line = (floor - absolute) / (1 + relative)
+        absolute = bound.absolute(hidden, rounded)
+        line = bound.line(best, absolute)
         # No overflow anywhere (|logit| <= |w|*|h|), and a line the integer maxima can serve.
         sound = torch.isfinite(line) & (line > 0) & (absolute < 1e37)
         reaching = block_max >= line.unsqueeze(1)

@@ -128,8 +128,11 @@ class LogitsHead:
     def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """The token of each row's largest logit, as ``best_tokens(self.project(hidden))``."""
         if self._scan is None:
-            return best_tokens(self.project(hidden))
-        return self._scan.tokens(hidden, lambda undecided: best_tokens(self.project(undecided)))
+            return self._float32_tokens(hidden)
+        return self._scan.tokens(hidden, self._float32_tokens)
+
+    def _float32_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        return best_tokens(self.project(hidden))
 
     def _packed_product(self, hidden: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         rows, vocab = hidden.shape[0], packed.shape[0]
